@@ -1,0 +1,84 @@
+"""llmclient: one prompt pipeline, any backend.
+
+Run the same chat calls on a local Hugging Face model or on any OpenAI-compatible API, chosen by
+configuration::
+
+    import llmclient
+
+    backend = llmclient.load("openrouter:meta-llama/llama-3.1-8b-instruct")
+    reply = backend.chat([{"role": "user", "content": "Hi"}], max_new_tokens=64, temperature=0)
+    print(reply.text, reply.finish_reason, reply.usage)
+
+Importing this package is cheap: HTTP stacks, torch and transformers load only when a backend that
+needs them is built.
+"""
+
+from llmclient.backend import ChatBackend, Messages
+from llmclient.config import BackendConfig, ConfigFile, load
+from llmclient.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    CassetteError,
+    ChatTemplateError,
+    ConfigError,
+    ContextWindowExceededError,
+    InvalidRequestError,
+    LLMClientError,
+    MalformedResponseError,
+    ModelLoadError,
+    ProviderError,
+    RateLimitError,
+    TimeoutError,
+)
+from llmclient.registry import backend_types, register
+from llmclient.stream import AsyncChatStream, ChatStream
+from llmclient.types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    GenerationOptions,
+    GenerationParams,
+    Message,
+    MessageLike,
+    Role,
+    StreamDelta,
+    Usage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncChatStream",
+    "AuthenticationError",
+    "BackendConfig",
+    "BackendUnavailableError",
+    "CassetteError",
+    "ChatBackend",
+    "ChatRequest",
+    "ChatResponse",
+    "ChatStream",
+    "ChatTemplateError",
+    "ConfigError",
+    "ConfigFile",
+    "ContextWindowExceededError",
+    "FinishReason",
+    "GenerationOptions",
+    "GenerationParams",
+    "InvalidRequestError",
+    "LLMClientError",
+    "MalformedResponseError",
+    "Message",
+    "MessageLike",
+    "Messages",
+    "ModelLoadError",
+    "ProviderError",
+    "RateLimitError",
+    "Role",
+    "StreamDelta",
+    "TimeoutError",
+    "Usage",
+    "__version__",
+    "backend_types",
+    "load",
+    "register",
+]

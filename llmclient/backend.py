@@ -1,0 +1,282 @@
+"""``ChatBackend``: the one interface every backend implements, and the behaviour they share.
+
+A backend implements a small contract: ``_chat`` (required), and where it can do better than the
+defaults, ``_achat``, ``_stream``, ``_astream``, ``_achat_many``. Everything public (validation,
+parameter defaults, timing, sync/async bridging, ``chat_many`` ordering and error collection) is
+written once here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, ClassVar, Literal, overload
+
+from typing_extensions import Self, Unpack
+
+from llmclient._bridge import LoopThread, call_in_thread, iterate_in_thread
+from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.stream import AsyncChatStream, ChatStream
+from llmclient.types import (
+    ChatRequest,
+    ChatResponse,
+    GenerationOptions,
+    GenerationParams,
+    MessageLike,
+    StreamDelta,
+    to_messages,
+)
+
+Messages = str | Iterable[MessageLike]
+"""A conversation: a list of messages (dicts or :class:`Message`), or one user prompt as a string."""
+
+
+class ChatBackend(ABC):
+    """Generate chat replies from one model, locally or over the network.
+
+    Every method takes the same generation keyword arguments (:class:`GenerationOptions`); values not
+    given come from the backend's configured defaults. Use a backend as a context manager, or call
+    :meth:`close`, to release its model or connections.
+
+    Attributes:
+        name: the configured name of this backend (what appears in ``ChatResponse.backend``).
+        model: the model it talks to.
+        defaults: generation parameters applied when a call does not set them.
+    """
+
+    type_name: ClassVar[str] = ""
+    """The registry name of this backend type, e.g. ``"openai-compatible"`` or ``"huggingface"``."""
+    can_count_tokens: ClassVar[bool] = False
+    """Whether :meth:`count_tokens` works (it needs the model's own tokenizer)."""
+
+    def __init__(
+        self, *, model: str, name: str | None = None, defaults: GenerationParams | None = None
+    ) -> None:
+        self.model = model
+        self.name = name or self.type_name
+        self.defaults = defaults or GenerationParams()
+        self._loop_thread = LoopThread(f"llmclient-{self.name}")
+
+    # -- the contract ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _chat(self, request: ChatRequest) -> ChatResponse:
+        """Produce one complete reply."""
+
+    async def _achat(self, request: ChatRequest) -> ChatResponse:
+        """Produce one reply from async code; by default ``_chat`` on a worker thread."""
+        return await call_in_thread(self._chat, request)
+
+    def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
+        """Produce the reply piece by piece; by default one piece holding the whole reply."""
+        reply = self._chat(request)
+        yield StreamDelta(
+            text=reply.text,
+            finish_reason=reply.finish_reason,
+            usage=reply.usage,
+            details={**reply.details, "model": reply.model},
+        )
+
+    def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        """Stream from async code; by default ``_stream`` pumped from a worker thread."""
+        return iterate_in_thread(lambda: self._stream(request))
+
+    async def _achat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+    ) -> list[ChatResponse | LLMClientError]:
+        """Answer many requests; by default ``_achat`` with at most ``concurrency`` in flight."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(request: ChatRequest) -> ChatResponse | LLMClientError:
+            async with gate:
+                try:
+                    return await self._timed_achat(request)
+                except LLMClientError as exc:
+                    if return_exceptions:
+                        return exc
+                    raise
+
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
+        """Release what the backend holds (models, connections). Safe to call twice."""
+
+    async def _aclose(self) -> None:
+        """Release from async code; by default ``_close``."""
+        self._close()
+
+    # -- the public interface ----------------------------------------------------------------
+
+    def chat(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatResponse:
+        """Generate a complete reply to ``messages``.
+
+        Raises :class:`~llmclient.errors.InvalidRequestError` for bad messages or parameters before
+        anything is sent, and the typed errors of :mod:`llmclient.errors` for what fails after.
+        """
+        request = self.prepare(messages, options)
+        started = time.perf_counter()
+        return self._finish(self._chat(request), started)
+
+    async def achat(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatResponse:
+        """Async :meth:`chat`."""
+        return await self._timed_achat(self.prepare(messages, options))
+
+    def stream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatStream:
+        """Generate a reply piece by piece.
+
+        Iterate the returned :class:`~llmclient.stream.ChatStream` for :class:`StreamDelta` pieces;
+        its ``final()`` gives the whole reply. Closing it early (or leaving a ``with`` block) stops
+        generation and frees the connection or model.
+        """
+        request = self.prepare(messages, options)
+        return ChatStream(self._stream(request), model=self.model, backend=self.name)
+
+    def astream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> AsyncChatStream:
+        """Async :meth:`stream`: use ``async for delta in backend.astream(...)``."""
+        request = self.prepare(messages, options)
+        return AsyncChatStream(self._astream(request), model=self.model, backend=self.name)
+
+    @overload
+    def chat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: Literal[False] = False,
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse]: ...
+
+    @overload
+    def chat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: Literal[True],
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse | LLMClientError]: ...
+
+    def chat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
+        """Reply to many conversations; results come back in input order.
+
+        Remote backends keep up to ``concurrency`` requests in flight (default 16); local backends
+        batch. With ``return_exceptions=True`` a failed item holds its
+        :class:`~llmclient.errors.LLMClientError` instead of the first failure raising.
+        """
+        requests = [self.prepare(c, options) for c in conversations]
+        return self._loop_thread.run(self._achat_many(requests, _concurrency(concurrency), return_exceptions))
+
+    @overload
+    async def achat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: Literal[False] = False,
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse]: ...
+
+    @overload
+    async def achat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: Literal[True],
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse | LLMClientError]: ...
+
+    async def achat_many(
+        self,
+        conversations: Iterable[Messages],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+        **options: Unpack[GenerationOptions],
+    ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
+        """Async :meth:`chat_many`."""
+        requests = [self.prepare(c, options) for c in conversations]
+        return await self._achat_many(requests, _concurrency(concurrency), return_exceptions)
+
+    def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
+        """What the model will be given for ``messages``: the exact prompt text for a local model,
+        the JSON request body for a remote one.
+        """
+        request = self.prepare(messages, options)
+        return json.dumps([m.to_dict() for m in request.messages], indent=2, ensure_ascii=False)
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Tokens the prompt for ``messages`` takes, where the backend has the model's tokenizer."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot count tokens: it has no local tokenizer for {self.model!r}"
+        )
+
+    def prepare(self, messages: Messages, options: Mapping[str, Any]) -> ChatRequest:
+        """Check ``messages`` and ``options`` and merge the options over the backend's defaults."""
+        params = self.defaults.merged(GenerationParams.from_options(options)) if options else self.defaults
+        return ChatRequest(messages=tuple(to_messages(messages)), params=params)
+
+    def close(self) -> None:
+        """Release the model or connections. The backend may not be used afterwards."""
+        try:
+            self._close()
+        finally:
+            self._loop_thread.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        await self._aclose()
+        self._loop_thread.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model!r})"
+
+    # -- shared helpers ----------------------------------------------------------------------
+
+    async def _timed_achat(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        return self._finish(await self._achat(request), started)
+
+    def _finish(self, reply: ChatResponse, started: float) -> ChatResponse:
+        return replace(reply, latency=time.perf_counter() - started, backend=self.name)
+
+
+def _concurrency(value: int | None) -> int:
+    if value is None:
+        return 16
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(f"concurrency must be an integer >= 1, got {value!r}")
+    return value

@@ -1,0 +1,318 @@
+"""Choosing and configuring a backend: a TOML file, a dict, or a ``provider:model`` string.
+
+The file is ``llmclient.toml`` in the working directory, or the path in ``LLMCLIENT_CONFIG``::
+
+    default = "local"            # LLMCLIENT_BACKEND overrides this
+
+    [backends.local]
+    type = "huggingface"
+    model = "smollm2"
+    defaults = { max_new_tokens = 128, temperature = 0 }
+
+    [backends.remote]
+    type = "openrouter"
+    model = "meta-llama/llama-3.1-8b-instruct"
+
+Every error names the file, the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import types
+import typing
+from collections import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from llmclient.errors import ConfigError, InvalidRequestError
+from llmclient.types import GenerationParams
+
+if TYPE_CHECKING:
+    from llmclient.backend import ChatBackend
+
+CONFIG_ENV = "LLMCLIENT_CONFIG"
+"""Environment variable holding the path of the config file."""
+BACKEND_ENV = "LLMCLIENT_BACKEND"
+"""Environment variable naming the backend ``load()`` picks when given no spec."""
+CONFIG_FILENAME = "llmclient.toml"
+
+_TOP_KEYS = ("default", "backends")
+_COMMON_KEYS = ("type", "model", "defaults", "name")
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """A ``"; did you mean 'x'?"`` suffix for a close match of ``name``, or an empty string."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One backend's configuration, before the backend is built.
+
+    Attributes:
+        type: the backend type (a registry name such as ``openrouter`` or ``huggingface``).
+        model: the model id, path or alias.
+        name: the name this backend goes by (its table name in the file).
+        defaults: generation parameters for every call, overridable per call.
+        options: the type-specific settings (``base_url``, ``timeout``, ...), checked by the type.
+        source: where the configuration came from, for error messages.
+    """
+
+    type: str
+    model: str
+    name: str = ""
+    defaults: GenerationParams = field(default_factory=GenerationParams)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "config"
+
+    def where(self, key: str | None = None) -> str:
+        """A human pointer to this backend's table, or one key in it, for error messages."""
+        table = f"{self.source} [backends.{self.name}]" if self.name else self.source
+        return f"{table} {key}" if key else table
+
+    def error(self, key: str, value: Any, problem: str, fix: str) -> ConfigError:
+        """A :class:`ConfigError` naming this config's source, the key, the bad value and the fix."""
+        return ConfigError(f"{self.where(key)} = {value!r}: {problem}. {fix}")
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, name: str = "", source: str = "config"
+    ) -> BackendConfig:
+        """Read a backend table (from TOML or a dict), checking the keys common to every type."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source} [backends.{name}] must be a table of settings, got {data!r}")
+        name = name or str(data.get("name") or "")
+        where = f"{source} [backends.{name}]" if name else source
+        type_name = data.get("type")
+        if not isinstance(type_name, str) or not type_name:
+            raise ConfigError(
+                f'{where} has no \'type\'; set type = "openai", "openrouter", "huggingface", ... '
+                f"(llmclient backends lists them)"
+            )
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{where} type = {type_name!r} has no 'model'; set model = \"<model id>\"")
+        raw_defaults = data.get("defaults", {})
+        if not isinstance(raw_defaults, Mapping):
+            raise ConfigError(
+                f"{where} defaults = {raw_defaults!r}: must be a table of generation parameters"
+            )
+        try:
+            defaults = GenerationParams.from_options(raw_defaults, source="generation parameter in defaults")
+        except InvalidRequestError as exc:
+            raise ConfigError(f"{where} defaults: {exc.message}") from exc
+        options = {k: v for k, v in data.items() if k not in _COMMON_KEYS}
+        return cls(type=type_name, model=model, name=name, defaults=defaults, options=options, source=source)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> BackendConfig:
+        """Read a ``provider:model`` string such as ``openrouter:meta-llama/llama-3.1-8b-instruct``."""
+        type_name, sep, model = spec.partition(":")
+        if not sep or not type_name or not model:
+            raise ConfigError(
+                f"backend spec {spec!r} is neither a name in the config file nor 'provider:model' "
+                f"(e.g. 'openrouter:meta-llama/llama-3.1-8b-instruct', 'hf:smollm2')"
+            )
+        return cls(type=type_name, model=model, name=type_name, source=f"spec {spec!r}")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A parsed ``llmclient.toml``."""
+
+    path: Path
+    backends: Mapping[str, BackendConfig]
+    default: str | None = None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> ConfigFile:
+        """Parse and check a config file."""
+        path = Path(path)
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"config file {str(path)!r} does not exist; create it or fix {CONFIG_ENV}"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        source = str(path)
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise ConfigError(
+                    f"{source}: unknown top-level key {key!r}{suggest(key, _TOP_KEYS)}; "
+                    f"backends go in [backends.<name>] tables"
+                )
+        tables = data.get("backends", {})
+        if not isinstance(tables, Mapping):
+            raise ConfigError(f"{source}: 'backends' must be a table of [backends.<name>] tables")
+        backends = {
+            name: BackendConfig.from_mapping(table, name=name, source=source)
+            for name, table in tables.items()
+        }
+        default = data.get("default")
+        if default is not None and (not isinstance(default, str) or default not in backends):
+            raise ConfigError(
+                f"{source} default = {default!r}: no such backend{suggest(str(default), backends)}; "
+                f"defined: {', '.join(backends) or 'none'}"
+            )
+        return cls(path=path, backends=backends, default=default)
+
+    def get(self, name: str) -> BackendConfig:
+        """The backend called ``name``; a :class:`ConfigError` with close names if there is none."""
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise ConfigError(
+                f"{self.path}: no backend named {name!r}{suggest(name, self.backends)}; "
+                f"defined: {', '.join(self.backends) or 'none'}"
+            ) from None
+
+
+def find_config_file() -> Path | None:
+    """The config file in force: ``$LLMCLIENT_CONFIG``, else ``./llmclient.toml`` if it exists."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / CONFIG_FILENAME
+    return local if local.is_file() else None
+
+
+def resolve(spec: str | Mapping[str, Any] | BackendConfig | None = None) -> BackendConfig:
+    """Turn any accepted spec into a :class:`BackendConfig` (see :func:`load`)."""
+    if isinstance(spec, BackendConfig):
+        return spec
+    if isinstance(spec, Mapping):
+        return BackendConfig.from_mapping(spec, source="config dict")
+    path = find_config_file()
+    file = ConfigFile.read(path) if path is not None else None
+    if spec is None:
+        spec = os.environ.get(BACKEND_ENV) or (file.default if file else None)
+        if spec is None and file is not None and len(file.backends) == 1:
+            spec = next(iter(file.backends))
+        if spec is None:
+            where = f"{file.path} has no 'default'" if file else f"no {CONFIG_FILENAME} was found"
+            raise ConfigError(
+                f"no backend chosen: {where} and {BACKEND_ENV} is not set. Pass a name or "
+                f"'provider:model' to load(), set {BACKEND_ENV}, or add default = \"<name>\" to the file"
+            )
+    if file is not None and spec in file.backends:
+        return file.backends[spec]
+    if ":" in spec:
+        return BackendConfig.from_spec(spec)
+    if file is not None:
+        file.get(spec)  # raises with the close names
+    raise ConfigError(
+        f"no backend named {spec!r}: no {CONFIG_FILENAME} was found "
+        f"(looked in {Path.cwd()} and {CONFIG_ENV}). "
+        f"Create one with a [backends.{spec}] table, or pass 'provider:model'"
+    )
+
+
+def load(spec: str | Mapping[str, Any] | BackendConfig | None = None, **options: Any) -> ChatBackend:
+    """Build a backend.
+
+    ``spec`` is a backend name from the config file, a ``provider:model`` string
+    (``"openrouter:meta-llama/llama-3.1-8b-instruct"``, ``"hf:smollm2"``), a dict such as
+    ``{"type": "openai", "model": "qwen", "base_url": "http://localhost:8000/v1"}``, or a
+    :class:`BackendConfig`. With no spec, ``$LLMCLIENT_BACKEND`` names the backend, then the file's
+    ``default``. Keyword ``options`` override the type-specific settings.
+    """
+    from llmclient.registry import get_factory
+
+    config = resolve(spec)
+    if options:
+        config = BackendConfig(
+            type=config.type,
+            model=config.model,
+            name=config.name,
+            defaults=config.defaults,
+            options={**config.options, **options},
+            source=config.source,
+        )
+    return get_factory(config.type)(config)
+
+
+S = TypeVar("S")
+
+
+def read_settings(cls: type[S], config: BackendConfig) -> S:
+    """Build a settings dataclass from ``config.options``, checking names and types.
+
+    Unknown keys get a close-name suggestion; wrong types name the expected type. Each backend type
+    declares its settings as a dataclass with a docstring per field, and reads them through here.
+    """
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in config.options.items():
+        if key not in known:
+            allowed = sorted([*known, *_COMMON_KEYS])
+            raise config.error(
+                key,
+                value,
+                f"unknown setting for type {config.type!r}{suggest(key, allowed)}",
+                f"Allowed: {', '.join(allowed)}",
+            )
+        if not _matches(value, hints[key]):
+            raise config.error(key, value, f"expected {_describe(hints[key])}", f"Fix the value of {key!r}")
+        values[key] = value
+    for name, f in known.items():
+        if name not in values and f.default is MISSING and f.default_factory is MISSING:
+            raise config.error(name, None, "missing", f"Set {name} in the backend's settings")
+    return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        if origin in (list, tuple, abc.Sequence):
+            return isinstance(value, (list, tuple)) and all(
+                _matches(v, typing.get_args(hint)[0]) for v in value
+            )
+        if origin in (dict, abc.Mapping):
+            key_t, value_t = typing.get_args(hint)
+            return isinstance(value, Mapping) and all(
+                _matches(k, key_t) and _matches(v, value_t) for k, v in value.items()
+            )
+        return isinstance(value, origin)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "nothing (omit it)"
+    if origin is not None:
+        return (
+            getattr(origin, "__name__", str(origin))
+            + " of "
+            + ", ".join(_describe(a) for a in typing.get_args(hint))
+        )
+    return getattr(hint, "__name__", str(hint))

@@ -1,0 +1,132 @@
+"""The exception hierarchy: every failure a backend can report, typed, with the fix in the message.
+
+Errors from HTTP libraries, transformers or torch are mapped once, at the backend's boundary, into
+these classes and raised ``from`` the original, so callers catch one family whatever the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class LLMClientError(Exception):
+    """Base of every error llmclient raises.
+
+    Attributes:
+        status_code: the HTTP status, where the error came from a server.
+        body: the parsed (or raw) response body, where there was one.
+        headers: the response headers, where there were any.
+        provider_reason: the provider's own error code or type (``context_length_exceeded``, ...).
+    """
+
+    retryable: bool = False
+    """Whether the retry policy may try the request again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        provider_reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.body = body
+        self.headers: Mapping[str, str] = dict(headers or {})
+        self.provider_reason = provider_reason
+
+    def __repr__(self) -> str:
+        status = f", status_code={self.status_code}" if self.status_code is not None else ""
+        return f"{type(self).__name__}({self.message!r}{status})"
+
+
+class ConfigError(LLMClientError):
+    """Bad or missing configuration: unknown backend type, bad value, missing API key."""
+
+
+class ModelLoadError(LLMClientError):
+    """A model or tokenizer cannot be loaded, or is not a text-generation model."""
+
+
+class InvalidRequestError(LLMClientError):
+    """Bad messages or parameters, found before sending or reported by the server (400, 404, 422)."""
+
+
+class ContextWindowExceededError(InvalidRequestError):
+    """The prompt plus ``max_new_tokens`` does not fit the model's context window.
+
+    Attributes:
+        prompt_tokens: tokens in the prompt, where known.
+        max_new_tokens: tokens asked for, where known.
+        context_window: the model's window, where known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        context_window: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.context_window = context_window
+
+
+class ChatTemplateError(InvalidRequestError):
+    """The model has no chat template, or its template rejects the conversation."""
+
+
+class AuthenticationError(LLMClientError):
+    """The server refused the credentials (401) or the permission (403)."""
+
+
+class RateLimitError(LLMClientError):
+    """The server asked us to slow down (429).
+
+    Attributes:
+        retry_after: seconds the server asked to wait, where it said.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class BackendUnavailableError(LLMClientError):
+    """The server failed (5xx) or could not be reached; worth retrying."""
+
+    retryable = True
+
+
+class TimeoutError(BackendUnavailableError):
+    """The request did not complete within the configured timeout."""
+
+
+class ProviderError(LLMClientError):
+    """The provider reported an error that fits no narrower class, e.g. an error object inside a 200."""
+
+
+class MalformedResponseError(ProviderError):
+    """The server's reply cannot be read as a chat-completions response (bad JSON, missing fields)."""
+
+
+class CassetteError(LLMClientError):
+    """Replay found no recorded reply for a request, or a cassette file is malformed."""
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by a fixed mask, so keys never reach messages or logs."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,168 @@
+"""Streamed replies: iterate deltas as they arrive, get the whole reply at the end.
+
+``ChatStream`` and ``AsyncChatStream`` share one accumulator, so a joined stream and a non-streamed
+reply are built by the same rules: text and reasoning joined, tool-call fragments merged by index,
+the last finish reason and usage kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+from typing_extensions import Self
+
+from llmclient.types import ChatResponse, FinishReason, StreamDelta, Usage
+
+
+class StreamAccumulator:
+    """Folds stream deltas into one :class:`ChatResponse`."""
+
+    def __init__(self, *, model: str, backend: str) -> None:
+        self._model = model
+        self._backend = backend
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
+        self._details: dict[str, Any] = {}
+        self._finish_reason: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._started = time.perf_counter()
+
+    def add(self, delta: StreamDelta) -> None:
+        """Take one delta into the reply."""
+        if delta.text:
+            self._text.append(delta.text)
+        if delta.finish_reason is not None:
+            self._finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            self._usage = delta.usage
+        for key, value in delta.details.items():
+            if key == "reasoning":
+                self._reasoning.append(value)
+            elif key == "tool_calls":
+                self._merge_tool_calls(value)
+            else:
+                self._details[key] = value
+
+    def _merge_tool_calls(self, fragments: list[dict[str, Any]]) -> None:
+        for position, fragment in enumerate(fragments):
+            index = fragment.get("index", position)
+            call = self._tool_calls.setdefault(
+                index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if fragment.get("id"):
+                call["id"] = fragment["id"]
+            if fragment.get("type"):
+                call["type"] = fragment["type"]
+            function = fragment.get("function") or {}
+            if function.get("name"):
+                call["function"]["name"] += function["name"]
+            if function.get("arguments"):
+                call["function"]["arguments"] += function["arguments"]
+
+    def response(self) -> ChatResponse:
+        """The reply as accumulated so far."""
+        details = dict(self._details)
+        model = details.pop("model", None) or self._model
+        if self._reasoning:
+            details["reasoning"] = "".join(self._reasoning)
+        tool_calls = [self._tool_calls[i] for i in sorted(self._tool_calls)] or None
+        return ChatResponse(
+            text="".join(self._text),
+            finish_reason=self._finish_reason,
+            usage=self._usage,
+            model=model,
+            backend=self._backend,
+            latency=time.perf_counter() - self._started,
+            tool_calls=tool_calls,
+            details=details,
+        )
+
+
+class ChatStream:
+    """A reply arriving piece by piece: iterate it for :class:`StreamDelta` pieces.
+
+    Use it in a ``with`` block, or call :meth:`close`, to stop generation early and free the
+    connection or model. :meth:`final` reads what is left and returns the whole reply.
+    """
+
+    def __init__(self, deltas: Iterator[StreamDelta], *, model: str, backend: str) -> None:
+        self._deltas = deltas
+        self._acc = StreamAccumulator(model=model, backend=backend)
+
+    def __iter__(self) -> Iterator[StreamDelta]:
+        return self
+
+    def __next__(self) -> StreamDelta:
+        delta = next(self._deltas)
+        self._acc.add(delta)
+        return delta
+
+    def final(self) -> ChatResponse:
+        """Consume the rest of the stream and return the complete reply."""
+        for _ in self:
+            pass
+        return self._acc.response()
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return self._acc.response().text
+
+    def close(self) -> None:
+        """Stop the stream; generation stops and its resources are released."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncChatStream:
+    """The async form of :class:`ChatStream`: ``async for delta in stream``."""
+
+    def __init__(self, deltas: AsyncIterator[StreamDelta], *, model: str, backend: str) -> None:
+        self._deltas = deltas
+        self._acc = StreamAccumulator(model=model, backend=backend)
+
+    def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        return self
+
+    async def __anext__(self) -> StreamDelta:
+        delta = await self._deltas.__anext__()
+        self._acc.add(delta)
+        return delta
+
+    async def final(self) -> ChatResponse:
+        """Consume the rest of the stream and return the complete reply."""
+        async for _ in self:
+            pass
+        return self._acc.response()
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return self._acc.response().text
+
+    async def aclose(self) -> None:
+        """Stop the stream; generation stops and its resources are released."""
+        aclose = getattr(self._deltas, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,356 @@
+"""The value types every backend speaks: messages, generation parameters, replies and stream deltas.
+
+Plain OpenAI-shaped dicts are accepted wherever messages are taken, so code that already builds
+``[{"role": "user", "content": "..."}]`` works unchanged; :class:`Message` is the typed form.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypedDict, get_args
+
+from llmclient.errors import InvalidRequestError
+
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+"""Who speaks a message; ``developer`` is OpenAI's newer name for ``system``."""
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+"""Why generation ended, normalised across backends."""
+
+_ROLES: frozenset[str] = frozenset(get_args(Role))
+_FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation.
+
+    ``content`` is a string, or a list of OpenAI content parts (``{"type": "text", ...}``) for
+    multimodal input. ``tool_calls`` and ``tool_call_id`` carry tool use in the OpenAI shape.
+    """
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = ""
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI wire form of this message, leaving out fields that are not set."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls is not None:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    @property
+    def text(self) -> str:
+        """The text of the message, joining the text parts of multimodal content."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+
+MessageLike = Message | Mapping[str, Any]
+"""A :class:`Message` or an OpenAI-shaped dict such as ``{"role": "user", "content": "Hi"}``."""
+
+_MESSAGE_KEYS = frozenset(f.name for f in fields(Message))
+
+
+def to_message(item: MessageLike, index: int = 0) -> Message:
+    """Check one message and return it as a :class:`Message`.
+
+    Raises :class:`InvalidRequestError` naming the message's position and what is wrong with it.
+    """
+    if isinstance(item, Message):
+        return item
+    if not isinstance(item, Mapping):
+        raise InvalidRequestError(
+            f"messages[{index}] must be a dict like {{'role': 'user', 'content': '...'}} or a Message, "
+            f"got {type(item).__name__}"
+        )
+    role = item.get("role")
+    if role not in _ROLES:
+        hint = _did_you_mean(str(role), _ROLES)
+        raise InvalidRequestError(
+            f"messages[{index}] has role {role!r}; expected one of {sorted(_ROLES)}{hint}"
+        )
+    unknown = set(item) - _MESSAGE_KEYS
+    if unknown:
+        raise InvalidRequestError(
+            f"messages[{index}] has unknown key(s) {sorted(unknown)}; allowed: {sorted(_MESSAGE_KEYS)}"
+        )
+    content = item.get("content", "")
+    if content is not None and not isinstance(content, (str, list)):
+        raise InvalidRequestError(
+            f"messages[{index}].content must be a string or a list of content parts, "
+            f"got {type(content).__name__}"
+        )
+    return Message(
+        role=role,
+        content=content,
+        name=item.get("name"),
+        tool_calls=item.get("tool_calls"),
+        tool_call_id=item.get("tool_call_id"),
+    )
+
+
+def to_messages(messages: str | Iterable[MessageLike]) -> list[Message]:
+    """Normalise a conversation; a bare string is taken as one user message."""
+    if isinstance(messages, str):
+        return [Message(role="user", content=messages)]
+    out = [to_message(m, i) for i, m in enumerate(messages)]
+    if not out:
+        raise InvalidRequestError("messages is empty; pass at least one message")
+    return out
+
+
+class GenerationOptions(TypedDict, total=False):
+    """Keyword arguments every ``chat``-like method accepts; see :class:`GenerationParams`."""
+
+    max_new_tokens: int | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    extra: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """How to generate: one meaning on every backend.
+
+    ``None`` means "not set": the backend's configured default applies, then the backend's own.
+
+    Attributes:
+        max_new_tokens: tokens to generate beyond the prompt (never a total length).
+        temperature: 0 means greedy and deterministic; above 0 samples.
+        top_p: nucleus sampling mass, in (0, 1]; only used when sampling.
+        top_k: sample from the k most likely tokens; only used when sampling.
+        stop: strings that end the reply; they are not included in it.
+        seed: makes sampling reproducible where the backend supports it.
+        extra: backend-specific fields passed through untouched (request body keys for remote
+            backends, ``generate`` keyword arguments for local ones).
+    """
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any], *, source: str = "generation parameter"
+    ) -> GenerationParams:
+        """Build validated parameters from keyword options or a config table.
+
+        ``max_tokens`` is accepted as the OpenAI name of ``max_new_tokens``. ``source`` names where
+        the options came from, for error messages.
+        """
+        values = dict(options)
+        if "max_tokens" in values:
+            alias = values.pop("max_tokens")
+            if alias is not None:
+                if values.get("max_new_tokens") is not None:
+                    raise InvalidRequestError(
+                        f"{source}: both max_tokens and max_new_tokens are set; use max_new_tokens only"
+                    )
+                values["max_new_tokens"] = alias
+        for name in values:
+            if name not in _PARAM_NAMES:
+                raise InvalidRequestError(f"unknown {source} {name!r}{_param_hint(name)}")
+        if "stop" in values:
+            values["stop"] = _check_stop(values["stop"])
+        extra = values.get("extra")
+        if extra is None:
+            values.pop("extra", None)
+        elif not isinstance(extra, Mapping):
+            raise InvalidRequestError(f"extra must be a dict of backend-specific fields, got {extra!r}")
+        params = cls(**values)
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidRequestError` naming the first value out of range."""
+        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        _check_int("top_k", self.top_k, minimum=1)
+        _check_int("seed", self.seed, minimum=None)
+        _check_number("temperature", self.temperature, low=0.0, high=None, low_open=False)
+        _check_number("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
+
+    def merged(self, override: GenerationParams) -> GenerationParams:
+        """These parameters with every value set in ``override`` taking precedence."""
+        changes: dict[str, Any] = {
+            f.name: getattr(override, f.name)
+            for f in fields(self)
+            if f.name != "extra" and getattr(override, f.name) is not None
+        }
+        if override.extra:
+            changes["extra"] = {**self.extra, **override.extra}
+        return replace(self, **changes) if changes else self
+
+    @property
+    def greedy(self) -> bool:
+        """True when generation is deterministic: temperature is 0."""
+        return self.temperature == 0
+
+
+_PARAM_NAMES = frozenset(f.name for f in fields(GenerationParams))
+_PARAM_HINTS = {
+    "max_length": "; llmclient counts only new tokens: use max_new_tokens",
+    "max_completion_tokens": "; use max_new_tokens (sent as max_tokens / max_completion_tokens)",
+    "do_sample": "; set temperature=0 for greedy decoding or temperature>0 to sample",
+    "stop_sequences": "; use stop",
+}
+
+
+def _param_hint(name: str) -> str:
+    if name in _PARAM_HINTS:
+        return _PARAM_HINTS[name]
+    suggestion = _did_you_mean(name, _PARAM_NAMES)
+    if suggestion:
+        return suggestion
+    return "; backend-specific fields go in extra={...}"
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_int(name: str, value: object, *, minimum: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidRequestError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: object, *, low: float, high: float | None, low_open: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidRequestError(f"{name} must be a number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise InvalidRequestError(f"{name} must be in {bounds}, got {value!r}")
+
+
+def _check_stop(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(s, str) and s for s in value):
+        raise InvalidRequestError(f"stop must be a non-empty string or a list of them, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one exchange."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        """The usage as OpenAI reports it."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def normalise_finish_reason(reason: str | None) -> FinishReason | None:
+    """Map a provider's finish reason onto :data:`FinishReason`.
+
+    Legacy and vendor names (``max_tokens``, ``function_call``, ``eos``, ``end_turn``) are folded in;
+    anything unknown is kept out (``None``) so the raw value stays only in ``details``.
+    """
+    if reason is None:
+        return None
+    if reason in _FINISH_REASONS:
+        return reason  # type: ignore[return-value]
+    return _FINISH_ALIASES.get(reason)
+
+
+_FINISH_ALIASES: dict[str, FinishReason] = {
+    "max_tokens": "length",
+    "model_length": "length",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "eos": "stop",
+    "eos_token": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "content_filtered": "content_filter",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """One complete reply.
+
+    Attributes:
+        text: the reply's text (reasoning, where a model gives it, is in ``details["reasoning"]``).
+        finish_reason: why generation ended, normalised; the provider's own word is in
+            ``details["native_finish_reason"]`` when it differs.
+        usage: token counts, or ``None`` where the backend did not report them.
+        model: the model that answered, as the backend names it.
+        backend: the configured backend name (or type) that produced the reply.
+        latency: seconds from sending the request to the complete reply.
+        tool_calls: tool calls in the OpenAI shape, when the model asked for tools.
+        details: provider facts that are not normalised (id, provider, cost, reasoning, ...).
+    """
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    model: str = ""
+    backend: str = ""
+    latency: float = 0.0
+    tool_calls: list[dict[str, Any]] | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """One piece of a streamed reply.
+
+    Text arrives in ``text``; the last deltas carry ``finish_reason`` and ``usage``.
+    ``details`` holds what is not normalised (reasoning text, provider, tool call fragments).
+    """
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A checked request as a backend receives it: normalised messages and merged parameters."""
+
+    messages: tuple[Message, ...]
+    params: GenerationParams
