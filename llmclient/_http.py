@@ -1,0 +1,201 @@
+"""The HTTP seam: httpx2 transports, sync and async, and the one place transport errors are mapped.
+
+Sync requests go through an ``httpx2.Client`` on httpx2's own transport. Async requests go through
+an ``httpx2.AsyncClient`` on :class:`AiohttpTransport`, because httpx2's own async transport reaches
+well under half the throughput of aiohttp with many requests in flight (docs/architecture.md).
+Either way the transport is the seam: tests, cassette recording and users' own clients (proxies,
+auth, certificates) plug in there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import httpx2
+
+from llmclient.errors import BackendUnavailableError, LLMClientError, TimeoutError
+
+_AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], ...] = (
+    (aiohttp.ClientProxyConnectionError, httpx2.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx2.ProxyError),
+    (aiohttp.ConnectionTimeoutError, httpx2.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx2.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx2.ReadTimeout),
+    (asyncio.TimeoutError, httpx2.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx2.ConnectError),
+    (aiohttp.ClientPayloadError, httpx2.RemoteProtocolError),
+    (aiohttp.ServerDisconnectedError, httpx2.RemoteProtocolError),
+    (aiohttp.InvalidURL, httpx2.UnsupportedProtocol),
+    (aiohttp.ClientOSError, httpx2.ReadError),
+    (aiohttp.ClientConnectionError, httpx2.NetworkError),
+    (aiohttp.ClientError, httpx2.TransportError),
+)
+
+
+@contextlib.contextmanager
+def _aiohttp_errors_as_httpx2() -> Iterator[None]:
+    try:
+        yield
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        for source, target in _AIOHTTP_ERRORS:
+            if isinstance(exc, source):
+                raise target(str(exc) or type(exc).__name__) from exc
+        raise
+
+
+class _AiohttpBody(httpx2.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _aiohttp_errors_as_httpx2():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 async transport that sends requests with aiohttp.
+
+    It keeps one aiohttp session per event loop, so a backend used from ``asyncio.run`` twice,
+    or from sync code through its private loop, never touches a session bound to another loop.
+
+    Args:
+        verify: as in httpx2: ``True``, ``False``, a CA bundle path or an ``ssl.SSLContext``.
+        cert: a client certificate, as in httpx2.
+        proxy: a proxy URL; with ``trust_env`` the usual ``HTTPS_PROXY``/``NO_PROXY`` apply too.
+        trust_env: read proxy settings from the environment, as httpx2 and aiohttp do.
+        max_connections: the most connections open at once (size it to the concurrency asked for).
+        keepalive_expiry: seconds an idle connection is kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        max_connections: int = 100,
+        keepalive_expiry: float = 15.0,
+    ) -> None:
+        self._ssl: ssl.SSLContext | bool = (
+            verify
+            if isinstance(verify, ssl.SSLContext) or verify is False
+            else httpx2.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        )
+        self._proxy = proxy
+        self._trust_env = trust_env
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive_expiry, ssl=self._ssl
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=self._trust_env,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._sessions[loop] = session
+        return session
+
+    def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
+        spec = request.extensions.get("timeout") or {}
+        key = (spec.get("connect"), spec.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request`` with aiohttp; the body is streamed back as the response's stream."""
+        session = self._session()
+        headers = [(k, v) for k, v in request.headers.multi_items() if k not in ("host", "content-length")]
+        with _aiohttp_errors_as_httpx2():
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=self._timeout(request),
+                proxy=self._proxy,
+            )
+        return httpx2.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_AiohttpBody(response),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop, and those of loops that are already gone."""
+        current = asyncio.get_running_loop()
+        for loop, session in list(self._sessions.items()):
+            if loop is current:
+                await session.close()
+            else:
+                _close_elsewhere(loop, session)
+        self._sessions.clear()
+
+    def close_sync(self) -> None:
+        """Close every session from sync code, on whichever loop owns it."""
+        for loop, session in list(self._sessions.items()):
+            _close_elsewhere(loop, session)
+        self._sessions.clear()
+
+
+def _close_elsewhere(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+    """Close a session owned by another loop: on that loop if it still runs, else abandon it quietly."""
+    if session.closed:
+        return
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
+    elif not loop.is_closed():
+        loop.run_until_complete(session.close())
+    else:
+        # The loop is gone, so nothing can be awaited: mark the pool closed without awaiting. Its
+        # sockets go with the garbage collector; `await backend.aclose()` in that loop avoids this.
+        connector = session.connector
+        session.detach()
+        close_now = getattr(connector, "_close", None)
+        if close_now is not None:
+            with contextlib.suppress(Exception):
+                close_now()
+
+
+def map_transport_error(exc: httpx2.HTTPError, secrets: tuple[str, ...] = ()) -> LLMClientError:
+    """The llmclient error for an httpx2 transport failure (timeouts, refused connections, resets)."""
+    from llmclient.errors import redact
+
+    detail = redact(str(exc) or type(exc).__name__, secrets)
+    url = ""
+    with contextlib.suppress(RuntimeError):
+        url = f" to {exc.request.url.copy_with(query=None)}"
+    if isinstance(exc, httpx2.TimeoutException):
+        return TimeoutError(
+            f"request{url} timed out ({type(exc).__name__}: {detail}); "
+            f"raise the backend's timeout setting if the model is slow"
+        )
+    return BackendUnavailableError(f"request{url} failed: {type(exc).__name__}: {detail}")
