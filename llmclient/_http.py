@@ -94,6 +94,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         )
         self._proxy = proxy
         self._trust_env = trust_env
+        self._proxies: dict[tuple[str, str], str | None] = {}
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
@@ -110,7 +111,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             )
             session = aiohttp.ClientSession(
                 connector=connector,
-                trust_env=self._trust_env,
+                trust_env=False,  # read once in _proxy_for: aiohttp would read it on every request
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
@@ -126,6 +127,18 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
+    def _proxy_for(self, url: httpx2.URL) -> str | None:
+        if self._proxy is not None or not self._trust_env:
+            return self._proxy
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            import urllib.request
+
+            proxies = urllib.request.getproxies()
+            bypass = urllib.request.proxy_bypass(url.host) if url.host else True
+            self._proxies[key] = None if bypass else proxies.get(url.scheme)
+        return self._proxies[key]
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` with aiohttp; the body is streamed back as the response's stream."""
         session = self._session()
@@ -138,7 +151,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 data=request.content or None,
                 allow_redirects=False,
                 timeout=self._timeout(request),
-                proxy=self._proxy,
+                proxy=self._proxy_for(request.url),
             )
         return httpx2.Response(
             status_code=response.status,

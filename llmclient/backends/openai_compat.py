@@ -146,31 +146,21 @@ class OpenAICompatibleBackend(ChatBackend):
             timeout=self._timeout,
             trust_env=trust_env and transport is None,
         )
-        self._owns_async_client = async_http_client is None
-        self._async_client = async_http_client or httpx2.AsyncClient(
-            transport=async_transport
-            or AiohttpTransport(
-                verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, max_connections=max_connections
-            ),
-            timeout=self._timeout,
-            trust_env=False,
+        # Async requests go straight to the transport when the client would be ours: the
+        # AsyncClient layer adds a quarter to each request and nothing we use (architecture.md).
+        self._async_client = async_http_client
+        self._async_transport = async_transport or AiohttpTransport(
+            verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, max_connections=max_connections
         )
+        self._owns_async_transport = async_transport is None and async_http_client is None
+        self._url_obj = httpx2.URL(self._url)
+        self._extensions = {"timeout": self._timeout.as_dict()}
 
-    # -- one request, sync and async --------------------------------------------------------
+    # -- one request, sync and async: send, check the status, read -----------------------------
 
     def _encode(self, request: ChatRequest, *, stream: bool) -> bytes:
         body = build_body(self.model, request, self._wire, stream=stream)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-    def _read_reply(self, response: httpx2.Response) -> ChatResponse:
-        if response.status_code >= 400:
-            raise error_from_status(
-                response.status_code, response.headers, response.content, secrets=self._secrets
-            )
-        reply = parse_completion(
-            response.content, status=response.status_code, headers=response.headers, secrets=self._secrets
-        )
-        return reply if reply.model else _with_model(reply, self.model)
 
     @contextlib.contextmanager
     def _transport_errors(self) -> Iterator[None]:
@@ -179,15 +169,68 @@ class OpenAICompatibleBackend(ChatBackend):
         except httpx2.HTTPError as exc:
             raise map_transport_error(exc, self._secrets) from exc
 
-    def _post(self, content: bytes) -> ChatResponse:
+    def _error(self, response: httpx2.Response) -> Exception:
+        return error_from_status(
+            response.status_code, response.headers, response.content, secrets=self._secrets
+        )
+
+    def _reply(self, response: httpx2.Response) -> ChatResponse:
+        reply = parse_completion(
+            response.content, status=response.status_code, headers=response.headers, secrets=self._secrets
+        )
+        return reply if reply.model else replace(reply, model=self.model)
+
+    def _open(self, content: bytes) -> httpx2.Response:
+        """Send the request; a reply with an error status is read and raised as its typed error."""
+        request = self._client.build_request("POST", self._url, content=content, headers=self._headers)
         with self._transport_errors():
-            response = self._client.post(self._url, content=content, headers=self._headers)
-        return self._read_reply(response)
+            response = self._client.send(request, stream=True)
+            if response.status_code < 400:
+                return response
+            try:
+                response.read()
+            finally:
+                response.close()
+        raise self._error(response)
+
+    async def _aopen(self, content: bytes) -> httpx2.Response:
+        """Async :meth:`_open`."""
+        with self._transport_errors():
+            if self._async_client is None:
+                request = httpx2.Request(
+                    "POST", self._url_obj, content=content, headers=self._headers, extensions=self._extensions
+                )
+                response = await self._async_transport.handle_async_request(request)
+            else:
+                request = self._async_client.build_request(
+                    "POST", self._url, content=content, headers=self._headers
+                )
+                response = await self._async_client.send(request, stream=True)
+            if response.status_code < 400:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        raise self._error(response)
+
+    def _post(self, content: bytes) -> ChatResponse:
+        response = self._open(content)
+        with self._transport_errors():
+            try:
+                response.read()
+            finally:
+                response.close()
+        return self._reply(response)
 
     async def _apost(self, content: bytes) -> ChatResponse:
+        response = await self._aopen(content)
         with self._transport_errors():
-            response = await self._async_client.post(self._url, content=content, headers=self._headers)
-        return self._read_reply(response)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return self._reply(response)
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
@@ -196,34 +239,6 @@ class OpenAICompatibleBackend(ChatBackend):
     async def _achat(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
         return await self._retry.acall(lambda: self._apost(content))
-
-    # -- streams ----------------------------------------------------------------------------
-
-    def _open(self, content: bytes) -> httpx2.Response:
-        request = self._client.build_request("POST", self._url, content=content, headers=self._headers)
-        with self._transport_errors():
-            response = self._client.send(request, stream=True)
-        if response.status_code >= 400:
-            with self._transport_errors():
-                response.read()
-            response.close()
-            raise error_from_status(
-                response.status_code, response.headers, response.content, secrets=self._secrets
-            )
-        return response
-
-    async def _aopen(self, content: bytes) -> httpx2.Response:
-        request = self._async_client.build_request("POST", self._url, content=content, headers=self._headers)
-        with self._transport_errors():
-            response = await self._async_client.send(request, stream=True)
-        if response.status_code >= 400:
-            with self._transport_errors():
-                await response.aread()
-            await response.aclose()
-            raise error_from_status(
-                response.status_code, response.headers, response.content, secrets=self._secrets
-            )
-        return response
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         content = self._encode(request, stream=True)
@@ -262,16 +277,14 @@ class OpenAICompatibleBackend(ChatBackend):
     def _close(self) -> None:
         if self._owns_client:
             self._client.close()
-        if self._owns_async_client:
-            transport = self._async_client._transport
-            if isinstance(transport, AiohttpTransport):
-                transport.close_sync()
+        if self._owns_async_transport and isinstance(self._async_transport, AiohttpTransport):
+            self._async_transport.close_sync()
 
     async def _aclose(self) -> None:
         if self._owns_client:
             self._client.close()
-        if self._owns_async_client:
-            await self._async_client.aclose()
+        if self._owns_async_transport:
+            await self._async_transport.aclose()
 
 
 class _StreamReader:
@@ -307,10 +320,6 @@ class _StreamReader:
                 "the connection was probably cut"
             )
         return deltas
-
-
-def _with_model(reply: ChatResponse, model: str) -> ChatResponse:
-    return replace(reply, model=model)
 
 
 def from_config(config: BackendConfig) -> OpenAICompatibleBackend:
