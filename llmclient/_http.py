@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -97,25 +97,28 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._proxies: dict[tuple[str, str], str | None] = {}
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
             weakref.WeakKeyDictionary()
         )
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
-    def _session(self) -> aiohttp.ClientSession:
+    async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=self._keepalive_expiry, ssl=self._ssl
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,  # read once in _proxy_for: aiohttp would read it on every request
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            self._sessions[loop] = session
+        owned = self._sessions.get(loop)
+        if owned is not None and not owned.session.closed:
+            return owned.session
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, keepalive_timeout=self._keepalive_expiry, ssl=self._ssl
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # read once in _proxy_for: aiohttp would read it on every request
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        owned = _LoopSession(session)
+        await owned.register()
+        self._sessions[loop] = owned
         return session
 
     def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
@@ -141,7 +144,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` with aiohttp; the body is streamed back as the response's stream."""
-        session = self._session()
+        session = await self._session()
         headers = [(k, v) for k, v in request.headers.multi_items() if k not in ("host", "content-length")]
         with _aiohttp_errors_as_httpx2():
             response = await session.request(
@@ -162,40 +165,58 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close the session of the running loop, and those of loops that are already gone."""
+        """Close the session of the running loop, and those of other loops that still run."""
         current = asyncio.get_running_loop()
-        for loop, session in list(self._sessions.items()):
+        for loop, owned in list(self._sessions.items()):
             if loop is current:
-                await session.close()
+                await owned.close()
             else:
-                _close_elsewhere(loop, session)
+                owned.close_from_elsewhere(loop)
         self._sessions.clear()
 
     def close_sync(self) -> None:
         """Close every session from sync code, on whichever loop owns it."""
-        for loop, session in list(self._sessions.items()):
-            _close_elsewhere(loop, session)
+        for loop, owned in list(self._sessions.items()):
+            owned.close_from_elsewhere(loop)
         self._sessions.clear()
 
 
-def _close_elsewhere(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
-    """Close a session owned by another loop: on that loop if it still runs, else abandon it quietly."""
-    if session.closed:
-        return
-    if loop.is_running():
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
-    elif not loop.is_closed():
-        loop.run_until_complete(session.close())
-    else:
-        # The loop is gone, so nothing can be awaited: mark the pool closed without awaiting. Its
-        # sockets go with the garbage collector; `await backend.aclose()` in that loop avoids this.
-        connector = session.connector
-        session.detach()
-        close_now = getattr(connector, "_close", None)
-        if close_now is not None:
+class _LoopSession:
+    """An aiohttp session tied to the life of its event loop.
+
+    A session must be closed on its own loop, and users do call ``asyncio.run`` several times with
+    one backend. So each session is guarded by a started async generator: ``asyncio.run`` (and
+    ``asyncio.Runner``) close every live async generator before closing the loop, which runs the
+    generator's ``finally`` and closes the session there, on the right loop, before it is gone.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._guard = self._close_at_loop_shutdown()
+
+    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self.session.close()
+
+    async def register(self) -> None:
+        """Start the guard, which enrols it with the running loop's async-generator hooks."""
+        await self._guard.__anext__()
+
+    async def close(self) -> None:
+        """Close the session now, on the running loop (its own)."""
+        await self._guard.aclose()
+
+    def close_from_elsewhere(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close from another thread or from outside any loop."""
+        if self.session.closed:
+            return
+        if loop.is_running():
             with contextlib.suppress(Exception):
-                close_now()
+                asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=5)
+        elif not loop.is_closed():
+            loop.run_until_complete(self.close())
 
 
 def map_transport_error(exc: httpx2.HTTPError, secrets: tuple[str, ...] = ()) -> LLMClientError:

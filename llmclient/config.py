@@ -25,7 +25,7 @@ import types
 import typing
 from collections import abc
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -226,20 +226,23 @@ def load(spec: str | Mapping[str, Any] | BackendConfig | None = None, **options:
     (``"openrouter:meta-llama/llama-3.1-8b-instruct"``, ``"hf:smollm2"``), a dict such as
     ``{"type": "openai", "model": "qwen", "base_url": "http://localhost:8000/v1"}``, or a
     :class:`BackendConfig`. With no spec, ``$LLMCLIENT_BACKEND`` names the backend, then the file's
-    ``default``. Keyword ``options`` override the type-specific settings.
+    ``default``. Keyword ``options`` override the settings: ``type``, ``model`` and ``name`` replace
+    the configured ones, ``defaults`` (a dict) is merged over the configured defaults, and the rest
+    override the type-specific settings.
     """
     from llmclient.registry import get_factory
 
     config = resolve(spec)
     if options:
-        config = BackendConfig(
-            type=config.type,
-            model=config.model,
-            name=config.name,
-            defaults=config.defaults,
-            options={**config.options, **options},
-            source=config.source,
-        )
+        common: dict[str, Any] = {k: options.pop(k) for k in ("type", "model", "name") if k in options}
+        if "defaults" in options:
+            override = BackendConfig.from_mapping(
+                {"type": config.type, "model": config.model, "defaults": options.pop("defaults")},
+                name=config.name,
+                source=f"{config.source} (load() defaults)",
+            ).defaults
+            common["defaults"] = config.defaults.merged(override)
+        config = replace(config, **common, options={**config.options, **options})
     return get_factory(config.type)(config)
 
 

@@ -94,6 +94,12 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
             f"messages[{index}].content must be a string or a list of content parts, "
             f"got {type(content).__name__}"
         )
+    for part_index, part in enumerate(content if isinstance(content, list) else ()):
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise InvalidRequestError(
+                f"messages[{index}].content[{part_index}] must be a content part like "
+                f"{{'type': 'text', 'text': '...'}}, got {part!r}"
+            )
     return Message(
         role=role,
         content=content,
