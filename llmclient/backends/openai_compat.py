@@ -138,14 +138,19 @@ class OpenAICompatibleBackend(ChatBackend):
         if async_transport is None and hasattr(transport, "handle_async_request"):
             async_transport = cast(httpx2.AsyncBaseTransport, transport)  # one object serving both sides
         self._owns_client = http_client is None
-        self._client = http_client or httpx2.Client(
-            transport=transport
-            or httpx2.HTTPTransport(
-                verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy
-            ),
-            timeout=self._timeout,
-            trust_env=trust_env and transport is None,
-        )
+        if http_client is not None:
+            self._client = http_client
+        elif transport is not None:
+            self._client = httpx2.Client(transport=transport, timeout=self._timeout)
+        else:  # let httpx2 build its transports, so proxies from the environment are mounted too
+            self._client = httpx2.Client(
+                verify=verify,
+                cert=cert,
+                trust_env=trust_env,
+                limits=limits,
+                proxy=proxy,
+                timeout=self._timeout,
+            )
         # Async requests go straight to the transport when the client would be ours: the
         # AsyncClient layer adds a quarter to each request and nothing we use (architecture.md).
         self._async_client = async_http_client
