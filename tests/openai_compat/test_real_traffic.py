@@ -1,4 +1,4 @@
-"""Replies recorded from the real OpenAI and OpenRouter APIs, served over loopback and read by us and by the SDK.
+"""Real OpenAI and OpenRouter replies, served over loopback, read by us and by the openai SDK alike.
 
 The recordings live in ../shared/testdata/real-cassettes (other projects' VCR cassettes, not ours to commit);
 these tests skip when that folder is absent.
@@ -39,8 +39,11 @@ def _served(item: dict[str, Any]) -> Reply:
     body = response["body"]["string"].encode()
     content_type = headers.get("content-type", "application/json")
     if "event-stream" in content_type:
-        return Reply(status=response["status"]["code"], headers=[("content-type", content_type)],
-                     chunks=[body[i : i + 97] for i in range(0, len(body), 97)])
+        return Reply(
+            status=response["status"]["code"],
+            headers=[("content-type", content_type)],
+            chunks=[body[i : i + 97] for i in range(0, len(body), 97)],
+        )
     return Reply(status=response["status"]["code"], headers=[("content-type", content_type)], body=body)
 
 
@@ -52,8 +55,13 @@ def _sdk_read(base_url: str, stream: bool) -> dict[str, Any]:
             c = client.chat.completions.create(model="m", messages=messages)
             choice = c.choices[0]
             calls = [(t.function.name, t.function.arguments) for t in choice.message.tool_calls or []]
-            return {"text": choice.message.content or "", "finish": choice.finish_reason, "usage": c.usage,
-                    "model": c.model, "calls": calls}
+            return {
+                "text": choice.message.content or "",
+                "finish": choice.finish_reason,
+                "usage": c.usage,
+                "model": c.model,
+                "calls": calls,
+            }
         text, finish, usage, model = [], None, None, ""
         calls: dict[int, list[str]] = {}
         for chunk in client.chat.completions.create(model="m", messages=messages, stream=True):
@@ -66,19 +74,30 @@ def _sdk_read(base_url: str, stream: bool) -> dict[str, Any]:
                     call = calls.setdefault(t.index, ["", ""])
                     call[0] += (t.function and t.function.name) or ""
                     call[1] += (t.function and t.function.arguments) or ""
-        return {"text": "".join(text), "finish": finish, "usage": usage, "model": model,
-                "calls": [tuple(calls[i]) for i in sorted(calls)]}
+        return {
+            "text": "".join(text),
+            "finish": finish,
+            "usage": usage,
+            "model": model,
+            "calls": [tuple(calls[i]) for i in sorted(calls)],
+        }
 
 
 def _raw_events(item: dict[str, Any]) -> list[dict[str, Any]]:
     body = item["response"]["body"]["string"]
     if '"chat.completion.chunk"' not in body:
         return [json.loads(body)]
-    return [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and "[DONE]" not in line]
+    return [
+        json.loads(line[5:])
+        for line in body.splitlines()
+        if line.startswith("data:") and "[DONE]" not in line
+    ]
 
 
 @pytest.mark.parametrize("item", _interactions())
-def test_real_reply_reads_as_the_sdk_reads_it(serve, make_backend, call: Caller, item: dict[str, Any]) -> None:
+def test_real_reply_reads_as_the_sdk_reads_it(
+    serve, make_backend, call: Caller, item: dict[str, Any]
+) -> None:
     request = json.loads(item["request"]["body"])
     stream = bool(request.get("stream"))
     server = serve(Script([_served(item)]))
@@ -95,8 +114,13 @@ def test_real_reply_reads_as_the_sdk_reads_it(serve, make_backend, call: Caller,
     assert ours.model == oracle["model"]
     assert ours.usage is not None and oracle["usage"] is not None
     assert (ours.usage.prompt_tokens, ours.usage.completion_tokens, ours.usage.total_tokens) == (
-        oracle["usage"].prompt_tokens, oracle["usage"].completion_tokens, oracle["usage"].total_tokens)
-    assert [(c["function"]["name"], c["function"]["arguments"]) for c in ours.tool_calls or []] == oracle["calls"]
+        oracle["usage"].prompt_tokens,
+        oracle["usage"].completion_tokens,
+        oracle["usage"].total_tokens,
+    )
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in ours.tool_calls or []] == oracle[
+        "calls"
+    ]
 
     events = _raw_events(item)
     if "openrouter.ai" in item["request"]["uri"]:

@@ -38,13 +38,25 @@ def test_request_body_carries_messages_and_parameters(serve, make_backend, call:
     call.chat(
         backend,
         [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}],
-        max_new_tokens=12, temperature=0, top_p=0.5, top_k=3, stop="\n\n", seed=7, extra={"user": "u1"},
+        max_new_tokens=12,
+        temperature=0,
+        top_p=0.5,
+        top_k=3,
+        stop="\n\n",
+        seed=7,
+        extra={"user": "u1"},
     )
     body = server.requests[-1].json()
     assert body == {
         "model": "test-model",
         "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}],
-        "max_tokens": 12, "temperature": 0, "top_p": 0.5, "top_k": 3, "stop": ["\n\n"], "seed": 7, "user": "u1",
+        "max_tokens": 12,
+        "temperature": 0,
+        "top_p": 0.5,
+        "top_k": 3,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "user": "u1",
     }
     headers = server.requests[-1].headers
     assert headers["authorization"] == f"Bearer {API_KEY}"
@@ -73,16 +85,23 @@ def test_stream_joins_to_the_plain_reply_with_usage(serve, make_backend, call: C
 
 def test_stream_survives_events_split_anywhere(serve, make_backend, call: Caller) -> None:
     events = completion_chunks("split across every byte", pieces=4)
-    wire = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events) + b"data: [DONE]\r\n\r\n"
-    reply = Reply(headers=[("content-type", "text/event-stream")], chunks=[wire[i : i + 7] for i in range(0, len(wire), 7)])
+    wire = (
+        b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events) + b"data: [DONE]\r\n\r\n"
+    )
+    reply = Reply(
+        headers=[("content-type", "text/event-stream")],
+        chunks=[wire[i : i + 7] for i in range(0, len(wire), 7)],
+    )
     server = serve(Script([reply]))
     pieces, final = call.stream(make_backend(server))
-    assert final.text == "split across every byte"
+    assert "".join(pieces) == final.text == "split across every byte"
     assert final.usage is not None and final.usage.completion_tokens == 4
 
 
 def test_sse_comments_and_keepalives_are_skipped(serve, make_backend, call: Caller) -> None:
-    reply = sse_reply(completion_chunks("kept alive"), extra_lines=[": OPENROUTER PROCESSING", "", ": ping", ""])
+    reply = sse_reply(
+        completion_chunks("kept alive"), extra_lines=[": OPENROUTER PROCESSING", "", ": ping", ""]
+    )
     server = serve(Script([reply]))
     _, final = call.stream(make_backend(server))
     assert final.text == "kept alive"
@@ -148,12 +167,27 @@ def test_async_calls_share_one_pool_across_event_loops(serve, make_backend) -> N
         completion("Plain answer.", model="gpt-4o-mini-2024-07-18", prompt_tokens=11),
         completion("Cut", finish_reason="length"),
         completion("", finish_reason="content_filter"),
-        completion("", completion_tokens=12, choices=[{
-            "index": 0, "finish_reason": "tool_calls",
-            "message": {"role": "assistant", "content": None, "tool_calls": [{
-                "id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-        }]),
+        completion(
+            "",
+            completion_tokens=12,
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                            }
+                        ],
+                    },
+                }
+            ],
+        ),
     ],
     ids=["plain", "length", "content_filter", "tool_calls"],
 )
@@ -168,7 +202,10 @@ def test_replies_read_as_the_openai_sdk_reads_them(serve, make_backend, reply) -
     assert ours.model == theirs.model
     assert ours.usage is not None and theirs.usage is not None
     assert (ours.usage.prompt_tokens, ours.usage.completion_tokens, ours.usage.total_tokens) == (
-        theirs.usage.prompt_tokens, theirs.usage.completion_tokens, theirs.usage.total_tokens)
+        theirs.usage.prompt_tokens,
+        theirs.usage.completion_tokens,
+        theirs.usage.total_tokens,
+    )
     sdk_calls = [c.model_dump() for c in theirs.choices[0].message.tool_calls or []]
     assert (ours.tool_calls or []) == sdk_calls
     assert server.requests[0].json()["messages"] == server.requests[1].json()["messages"]

@@ -10,7 +10,14 @@ from llmclient.backends.openai_compat import OpenAICompatibleBackend
 from llmclient.errors import ConfigError, InvalidRequestError
 from llmclient.testing.server import OpenAIHandler, completion, json_reply
 
-KEY_VARS = ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "VLLM_API_KEY", "OLLAMA_API_KEY", "OPENAI_BASE_URL", "MY_KEY")
+KEY_VARS = (
+    "OPENAI_API_KEY",
+    "OPENROUTER_API_KEY",
+    "VLLM_API_KEY",
+    "OLLAMA_API_KEY",
+    "OPENAI_BASE_URL",
+    "MY_KEY",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,15 +42,22 @@ def built():
         backend.close()
 
 
-def test_openrouter_preset_sends_attribution_routing_and_fallbacks(serve, built, monkeypatch, call: Caller) -> None:
+def test_openrouter_preset_sends_attribution_routing_and_fallbacks(
+    serve, built, monkeypatch, call: Caller
+) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
     server = serve(OpenAIHandler(text="routed"))
-    backend = built({
-        "type": "openrouter", "model": "meta-llama/llama-3.1-8b-instruct", "base_url": server.base_url,
-        "app_url": "https://example.org/app", "app_title": "My App",
-        "provider": {"order": ["Together"], "allow_fallbacks": False},
-        "models": ["mistralai/mistral-7b-instruct"],
-    })
+    backend = built(
+        {
+            "type": "openrouter",
+            "model": "meta-llama/llama-3.1-8b-instruct",
+            "base_url": server.base_url,
+            "app_url": "https://example.org/app",
+            "app_title": "My App",
+            "provider": {"order": ["Together"], "allow_fallbacks": False},
+            "models": ["mistralai/mistral-7b-instruct"],
+        }
+    )
     assert call.chat(backend).text == "routed"
     request = server.requests[-1]
     assert request.headers["authorization"] == "Bearer sk-or-test"
@@ -136,7 +150,9 @@ def test_toml_defaults_apply_and_calls_override_them(serve, built, tmp_path) -> 
 
 
 def test_setting_typo_names_file_table_and_suggestion(built, tmp_path) -> None:
-    (tmp_path / "llmclient.toml").write_text('[backends.remote]\ntype = "vllm"\nmodel = "m"\nbase_ur = "http://x/v1"\n')
+    (tmp_path / "llmclient.toml").write_text(
+        '[backends.remote]\ntype = "vllm"\nmodel = "m"\nbase_ur = "http://x/v1"\n'
+    )
     with pytest.raises(ConfigError) as info:
         built("remote")
     message = str(info.value)
@@ -151,7 +167,9 @@ def test_setting_of_the_wrong_type_names_the_expected_type(built) -> None:
 
 def test_requests_go_through_a_configured_proxy(serve, built, call: Caller) -> None:
     proxy = serve(Script([json_reply(completion("via proxy"))]))
-    backend = built({"type": "vllm", "model": "m", "base_url": "http://upstream.invalid/v1", "proxy": proxy.url})
+    backend = built(
+        {"type": "vllm", "model": "m", "base_url": "http://upstream.invalid/v1", "proxy": proxy.url}
+    )
     assert call.chat(backend).text == "via proxy"
     assert "upstream.invalid" in proxy.requests[-1].path + proxy.requests[-1].headers.get("host", "")
 

@@ -1,4 +1,4 @@
-"""Errors and retries of the OpenAI-compatible backend: every failure ends typed, retried only when it should."""
+"""Errors and retries of the remote backend: every failure ends typed, retried only when it should."""
 
 from __future__ import annotations
 
@@ -20,23 +20,52 @@ from llmclient.errors import (
     TimeoutError,
 )
 from llmclient.retry import RetryPolicy
-from llmclient.testing.server import OpenAIHandler, Reply, completion, completion_chunks, error_reply, json_reply, sse_reply
+from llmclient.testing.server import (
+    Reply,
+    completion,
+    completion_chunks,
+    error_reply,
+    json_reply,
+    sse_reply,
+)
 
 OK = json_reply(completion("recovered"))
 
 # Bodies as the real APIs returned them (../shared/testdata/real-error-bodies.md, with sources there).
-CONTEXT_400 = {"error": {
-    "message": "This model's maximum context length is 4097 tokens. However, your messages resulted in 4363 "
-               "tokens. Please reduce the length of the messages.",
-    "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
-RATE_429 = {"error": {"message": "Rate limit reached for gpt-4o-mini in organization org on tokens per min (TPM)",
-                      "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}
-SERVER_500 = {"error": {"message": "The server had an error while processing your request. Sorry about that!",
-                        "type": "server_error", "param": None, "code": None}}
+CONTEXT_400 = {
+    "error": {
+        "message": "This model's maximum context length is 4097 tokens. However, your messages resulted "
+        "in 4363 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+RATE_429 = {
+    "error": {
+        "message": "Rate limit reached for gpt-4o-mini in organization org on tokens per min (TPM)",
+        "type": "tokens",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+SERVER_500 = {
+    "error": {
+        "message": "The server had an error while processing your request. Sorry about that!",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+}
 OPENROUTER_200_ERROR = {"error": {"message": "Internal Server Error", "code": 500}, "user_id": "user_x"}
 OPENROUTER_401 = {"error": {"message": "No auth credentials found", "code": 401}}
-OPENROUTER_402 = {"error": {"message": "This request requires more credits, or fewer max_tokens.", "code": 402,
-                            "metadata": {"provider_name": None}}}
+OPENROUTER_402 = {
+    "error": {
+        "message": "This request requires more credits, or fewer max_tokens.",
+        "code": 402,
+        "metadata": {"provider_name": None},
+    }
+}
 
 
 def test_429_with_retry_after_is_retried_after_the_wait(serve, make_backend, call: Caller) -> None:
@@ -50,11 +79,15 @@ def test_429_with_retry_after_is_retried_after_the_wait(serve, make_backend, cal
 
 def test_retry_after_as_http_date_and_in_ms(serve, make_backend) -> None:
     date = email.utils.formatdate(time.time() + 1.2, usegmt=True)
-    server = serve(Script([
-        json_reply(RATE_429, status=429, headers=[("Retry-After", date)]),
-        json_reply(RATE_429, status=429, headers=[("retry-after-ms", "150"), ("Retry-After", "30")]),
-        OK,
-    ]))
+    server = serve(
+        Script(
+            [
+                json_reply(RATE_429, status=429, headers=[("Retry-After", date)]),
+                json_reply(RATE_429, status=429, headers=[("retry-after-ms", "150"), ("Retry-After", "30")]),
+                OK,
+            ]
+        )
+    )
     started = time.perf_counter()
     assert make_backend(server).chat("Hi").text == "recovered"
     elapsed = time.perf_counter() - started
@@ -63,9 +96,19 @@ def test_retry_after_as_http_date_and_in_ms(serve, make_backend) -> None:
 
 def test_openrouter_429_reset_time_in_the_body_is_honoured(serve, make_backend) -> None:
     reset_ms = int((time.time() + 0.4) * 1000)
-    body = {"error": {"message": "Rate limit exceeded: free-models-per-day", "code": 429,
-                      "metadata": {"headers": {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0",
-                                               "X-RateLimit-Reset": str(reset_ms)}}}}
+    body = {
+        "error": {
+            "message": "Rate limit exceeded: free-models-per-day",
+            "code": 429,
+            "metadata": {
+                "headers": {
+                    "X-RateLimit-Limit": "50",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(reset_ms),
+                }
+            },
+        }
+    }
     server = serve(Script([json_reply(body, status=429), OK]))
     started = time.perf_counter()
     assert make_backend(server).chat("Hi").text == "recovered"
@@ -107,7 +150,9 @@ def test_retries_are_logged(serve, make_backend, caplog) -> None:
     assert any("retrying in" in r.getMessage() and "1/3" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(("status", "body"), [(401, OPENROUTER_401), (403, RATE_429 | {"error": {"message": "no"}})])
+@pytest.mark.parametrize(
+    ("status", "body"), [(401, OPENROUTER_401), (403, RATE_429 | {"error": {"message": "no"}})]
+)
 def test_401_and_403_are_not_retried(serve, make_backend, call: Caller, status, body) -> None:
     server = serve(Script([json_reply(body, status=status), OK]))
     with pytest.raises(AuthenticationError) as info:
@@ -117,7 +162,9 @@ def test_401_and_403_are_not_retried(serve, make_backend, call: Caller, status, 
     assert len(server.requests) == 1
 
 
-def test_context_length_400_is_a_context_window_error_with_the_numbers(serve, make_backend, call: Caller) -> None:
+def test_context_length_400_is_a_context_window_error_with_the_numbers(
+    serve, make_backend, call: Caller
+) -> None:
     server = serve(Script([json_reply(CONTEXT_400, status=400), OK]))
     with pytest.raises(ContextWindowExceededError) as info:
         call.chat(make_backend(server))
@@ -130,7 +177,9 @@ def test_context_length_400_is_a_context_window_error_with_the_numbers(serve, ma
 
 @pytest.mark.parametrize("status", [400, 404, 422])
 def test_bad_requests_are_not_retried(serve, make_backend, status: int) -> None:
-    server = serve(Script([error_reply(status, "The model `nope` does not exist", code="model_not_found"), OK]))
+    server = serve(
+        Script([error_reply(status, "The model `nope` does not exist", code="model_not_found"), OK])
+    )
     with pytest.raises(InvalidRequestError) as info:
         make_backend(server).chat("Hi")
     assert info.value.status_code == status
@@ -156,16 +205,22 @@ def test_openrouter_402_is_a_provider_error_with_its_reason(serve, make_backend)
 
 def test_error_in_the_middle_of_a_stream_is_typed(serve, make_backend, call: Caller) -> None:
     chunks = completion_chunks("partial answer")[:2]
-    mid = {"error": {"code": 400, "message": "Token limit reached"}, "choices": [
-        {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+    mid = {
+        "error": {"code": 400, "message": "Token limit reached"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
     server = serve(Script([sse_reply([*chunks, mid])]))
     with pytest.raises(InvalidRequestError, match="Token limit reached") as info:
         call.stream(make_backend(server))
     assert "middle of the stream" in str(info.value)
 
 
-@pytest.mark.parametrize("body", [b"<html>Bad gateway</html>", b"{\"choices\": ", b"[1, 2]", b"{\"object\": \"x\"}"])
-def test_malformed_reply_is_a_malformed_response_error(serve, make_backend, call: Caller, body: bytes) -> None:
+@pytest.mark.parametrize(
+    "body", [b"<html>Bad gateway</html>", b'{"choices": ', b"[1, 2]", b'{"object": "x"}']
+)
+def test_malformed_reply_is_a_malformed_response_error(
+    serve, make_backend, call: Caller, body: bytes
+) -> None:
     server = serve(Script([Reply(headers=[("content-type", "application/json")], body=body)]))
     with pytest.raises(MalformedResponseError) as info:
         call.chat(make_backend(server))
