@@ -75,11 +75,11 @@ class ChatBackend(ABC):
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         """Produce the reply piece by piece; by default one piece holding the whole reply."""
         reply = self._chat(request)
+        details = {**reply.details, "model": reply.model}
+        if reply.tool_calls:
+            details["tool_calls"] = reply.tool_calls
         yield StreamDelta(
-            text=reply.text,
-            finish_reason=reply.finish_reason,
-            usage=reply.usage,
-            details={**reply.details, "model": reply.model},
+            text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage, details=details
         )
 
     def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
