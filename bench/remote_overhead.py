@@ -1,0 +1,335 @@
+"""What llmclient's OpenAI-compatible backend costs over raw HTTP, measured in one run.
+
+    python bench/remote_overhead.py [--quick]
+
+Starts the loopback server (llmclient.testing.server) in its own process, then measures, against it:
+
+1. sequential requests at 0 ms server latency: microseconds per request, sync and async, for raw
+   httpx2, raw aiohttp, the openai SDK and llmclient;
+2. 2,000 requests at 50 ms server latency with 64 in flight: percent of the ideal 2000/64 x 50 ms;
+3. a 200-chunk stream: microseconds per chunk.
+
+Each figure is the best of several rounds, and every comparison is a ratio within this one run,
+because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx2
+import openai
+
+import llmclient
+
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+BODY = json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 16}).encode()
+STREAM_BODY = json.dumps(
+    {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+).encode()
+HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+TEXT = "Hello there, this is a short benchmark reply."
+
+
+@contextmanager
+def server(latency: float = 0.0, pieces: int | None = None) -> Iterator[str]:
+    """The loopback server in a separate process; yields its /v1 base URL."""
+    command = [sys.executable, "-m", "llmclient.testing.server", "--port", "0", "--latency", str(latency)]
+    if pieces:
+        command += ["--stream-pieces", str(pieces), "--text", "x" * pieces]
+    else:
+        command += ["--text", TEXT]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        yield line[1] + "/v1"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def best_us(fn: Callable[[], object], n: int, rounds: int) -> float:
+    for _ in range(n // 5):
+        fn()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - started) / n * 1e6)
+    return best
+
+
+async def abest_us(fn: Callable[[], Awaitable[object]], n: int, rounds: int) -> float:
+    for _ in range(n // 5):
+        await fn()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        best = min(best, (time.perf_counter() - started) / n * 1e6)
+    return best
+
+
+def sequential(n: int, rounds: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    with server() as base:
+        url = base + "/chat/completions"
+        raw = httpx2.Client()
+        sdk = openai.OpenAI(base_url=base, api_key="sk-bench", max_retries=0)
+        ours = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": base})
+
+        def raw_call() -> str:
+            response = raw.post(url, content=BODY, headers=HEADERS)
+            return str(json.loads(response.content)["choices"][0]["message"]["content"])
+
+        def sdk_call() -> str:
+            return (
+                sdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=16)
+                .choices[0]
+                .message.content
+                or ""
+            )  # type: ignore[arg-type]
+
+        def our_call() -> str:
+            return ours.chat(MESSAGES, max_new_tokens=16).text
+
+        for name, fn in (
+            ("sync raw httpx2", raw_call),
+            ("sync openai SDK", sdk_call),
+            ("sync llmclient", our_call),
+        ):
+            results[name] = best_us(fn, n, rounds)
+
+        async def run_async() -> None:
+            araw = httpx2.AsyncClient()
+            aio = aiohttp.ClientSession()
+            asdk = openai.AsyncOpenAI(base_url=base, api_key="sk-bench", max_retries=0)
+
+            async def araw_call() -> str:
+                response = await araw.post(url, content=BODY, headers=HEADERS)
+                return str(json.loads(response.content)["choices"][0]["message"]["content"])
+
+            async def aio_call() -> str:
+                async with aio.post(url, data=BODY, headers=HEADERS) as response:
+                    return str(json.loads(await response.read())["choices"][0]["message"]["content"])
+
+            async def asdk_call() -> str:
+                reply = await asdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=16)  # type: ignore[arg-type]
+                return reply.choices[0].message.content or ""
+
+            async def aour_call() -> str:
+                return (await ours.achat(MESSAGES, max_new_tokens=16)).text
+
+            for name, fn in (
+                ("async raw httpx2", araw_call),
+                ("async raw aiohttp", aio_call),
+                ("async openai SDK", asdk_call),
+                ("async llmclient", aour_call),
+            ):
+                results[name] = await abest_us(fn, n, rounds)
+            await araw.aclose()
+            await aio.close()
+            await asdk.close()
+            await ours.aclose()
+
+        asyncio.run(run_async())
+        raw.close()
+        sdk.close()
+        ours.close()
+    return results
+
+
+def throughput(requests: int, in_flight: int, latency: float, rounds: int) -> dict[str, float]:
+    ideal = requests / in_flight * latency
+    results: dict[str, float] = {}
+    with server(latency=latency) as base:
+        url = base + "/chat/completions"
+
+        async def gather(fn: Callable[[], Awaitable[object]]) -> float:
+            gate = asyncio.Semaphore(in_flight)
+
+            async def one() -> object:
+                async with gate:
+                    return await fn()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(requests)))
+            return time.perf_counter() - started
+
+        async def run() -> None:
+            limits = httpx2.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+            araw = httpx2.AsyncClient(limits=limits)
+            aio = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight))
+            asdk = openai.AsyncOpenAI(
+                base_url=base,
+                api_key="sk-bench",
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+            )
+            ours = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": base})
+
+            async def araw_call() -> object:
+                response = await araw.post(url, content=BODY, headers=HEADERS)
+                return json.loads(response.content)
+
+            async def aio_call() -> object:
+                async with aio.post(url, data=BODY, headers=HEADERS) as response:
+                    return json.loads(await response.read())
+
+            async def asdk_call() -> object:
+                return await asdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=16)  # type: ignore[arg-type]
+
+            async def aour_call() -> object:
+                return await ours.achat(MESSAGES, max_new_tokens=16)
+
+            for name, fn in (
+                ("raw aiohttp", aio_call),
+                ("raw httpx2", araw_call),
+                ("openai SDK", asdk_call),
+                ("llmclient achat", aour_call),
+            ):
+                best = min([await gather(fn) for _ in range(rounds)])
+                results[name] = ideal / best * 100
+            best = float("inf")
+            for _ in range(rounds):
+                best = min(best, await _timed(ours.achat_many([MESSAGES] * requests, concurrency=in_flight)))
+            results["llmclient achat_many"] = ideal / best * 100
+            await araw.aclose()
+            await aio.close()
+            await asdk.close()
+            await ours.aclose()
+            ours.close()
+
+        asyncio.run(run())
+        ours_sync = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": base})
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            ours_sync.chat_many([MESSAGES] * requests, concurrency=in_flight)
+            best = min(best, time.perf_counter() - started)
+        results["llmclient chat_many (sync)"] = ideal / best * 100
+        ours_sync.close()
+    return results
+
+
+async def _timed(awaitable: Awaitable[object]) -> float:
+    started = time.perf_counter()
+    await awaitable
+    return time.perf_counter() - started
+
+
+def streaming(pieces: int, n: int, rounds: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    with server(pieces=pieces) as base:
+        url = base + "/chat/completions"
+        raw = httpx2.Client()
+        sdk = openai.OpenAI(base_url=base, api_key="sk-bench", max_retries=0)
+        ours = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": base})
+
+        def raw_stream() -> str:
+            text = []
+            with raw.stream("POST", url, content=STREAM_BODY, headers=HEADERS) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        chunk = json.loads(line[6:])
+                        if chunk["choices"]:
+                            text.append(chunk["choices"][0]["delta"].get("content") or "")
+            return "".join(text)
+
+        def sdk_stream() -> str:
+            text = []
+            stream = sdk.chat.completions.create(
+                model="m",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},  # type: ignore[arg-type]
+            )
+            for chunk in stream:
+                if chunk.choices:
+                    text.append(chunk.choices[0].delta.content or "")
+            return "".join(text)
+
+        def our_stream() -> str:
+            return "".join(d.text for d in ours.stream(MESSAGES))
+
+        assert raw_stream() == sdk_stream() == our_stream() == "x" * pieces
+        for name, fn in (
+            ("sync raw httpx2 SSE", raw_stream),
+            ("sync openai SDK", sdk_stream),
+            ("sync llmclient", our_stream),
+        ):
+            results[name] = best_us(fn, n, rounds) / pieces
+
+        async def run_async() -> None:
+            araw = httpx2.AsyncClient()
+
+            async def araw_stream() -> str:
+                text = []
+                async with araw.stream("POST", url, content=STREAM_BODY, headers=HEADERS) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: ") and line != "data: [DONE]":
+                            chunk = json.loads(line[6:])
+                            if chunk["choices"]:
+                                text.append(chunk["choices"][0]["delta"].get("content") or "")
+                return "".join(text)
+
+            async def aour_stream() -> str:
+                return "".join([d.text async for d in ours.astream(MESSAGES)])
+
+            for name, fn in (("async raw httpx2 SSE", araw_stream), ("async llmclient", aour_stream)):
+                results[name] = await abest_us(fn, n, rounds) / pieces
+            await araw.aclose()
+            await ours.aclose()
+
+        asyncio.run(run_async())
+        raw.close()
+        sdk.close()
+        ours.close()
+    return results
+
+
+def report(title: str, results: dict[str, float], unit: str, baselines: dict[str, str]) -> None:
+    print(f"\n## {title}\n")
+    print(f"| client | {unit} | ratio |")
+    print("| --- | ---: | ---: |")
+    for name, value in results.items():
+        base = next((b for prefix, b in baselines.items() if name.startswith(prefix)), None)
+        ratio = f"{value / results[base]:.2f}x {base}" if base and base != name and base in results else ""
+        print(f"| {name} | {value:.1f} | {ratio} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer requests and rounds (a smoke run)")
+    args = parser.parse_args()
+    n, rounds = (200, 2) if args.quick else (2000, 3)
+    seq = sequential(n, rounds)
+    report(
+        "Sequential requests, 0 ms server latency",
+        seq,
+        "us/request",
+        {"sync": "sync raw httpx2", "async": "async raw httpx2"},
+    )
+    thr = throughput(2000, 64, 0.05, 2 if args.quick else 3)
+    report("2,000 requests, 50 ms latency, 64 in flight", thr, "% of ideal (1.56 s)", {})
+    st = streaming(200, 20 if args.quick else 100, rounds)
+    report(
+        "200-chunk stream", st, "us/chunk", {"sync": "sync raw httpx2 SSE", "async": "async raw httpx2 SSE"}
+    )
+
+
+if __name__ == "__main__":
+    main()
