@@ -70,25 +70,27 @@ class BackendConfig:
     defaults: GenerationParams = field(default_factory=GenerationParams)
     options: Mapping[str, Any] = field(default_factory=dict)
     source: str = "config"
+    in_file: bool = False
 
     def where(self, key: str | None = None) -> str:
         """A human pointer to this backend's table, or one key in it, for error messages."""
-        table = f"{self.source} [backends.{self.name}]" if self.name else self.source
+        table = f"{self.source} [backends.{self.name}]" if self.in_file and self.name else self.source
         return f"{table} {key}" if key else table
 
     def error(self, key: str, value: Any, problem: str, fix: str) -> ConfigError:
         """A :class:`ConfigError` naming this config's source, the key, the bad value and the fix."""
-        return ConfigError(f"{self.where(key)} = {value!r}: {problem}. {fix}")
+        stop = "" if problem.endswith("?") else "."
+        return ConfigError(f"{self.where(key)} = {value!r}: {problem}{stop} {fix}")
 
     @classmethod
     def from_mapping(
-        cls, data: Mapping[str, Any], *, name: str = "", source: str = "config"
+        cls, data: Mapping[str, Any], *, name: str = "", source: str = "config", in_file: bool = False
     ) -> BackendConfig:
         """Read a backend table (from TOML or a dict), checking the keys common to every type."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source} [backends.{name}] must be a table of settings, got {data!r}")
         name = name or str(data.get("name") or "")
-        where = f"{source} [backends.{name}]" if name else source
+        where = f"{source} [backends.{name}]" if in_file else source
         type_name = data.get("type")
         if not isinstance(type_name, str) or not type_name:
             raise ConfigError(
@@ -108,7 +110,15 @@ class BackendConfig:
         except InvalidRequestError as exc:
             raise ConfigError(f"{where} defaults: {exc.message}") from exc
         options = {k: v for k, v in data.items() if k not in _COMMON_KEYS}
-        return cls(type=type_name, model=model, name=name, defaults=defaults, options=options, source=source)
+        return cls(
+            type=type_name,
+            model=model,
+            name=name,
+            defaults=defaults,
+            options=options,
+            source=source,
+            in_file=in_file,
+        )
 
     @classmethod
     def from_spec(cls, spec: str) -> BackendConfig:
@@ -157,7 +167,7 @@ class ConfigFile:
         if not isinstance(tables, Mapping):
             raise ConfigError(f"{source}: 'backends' must be a table of [backends.<name>] tables")
         backends = {
-            name: BackendConfig.from_mapping(table, name=name, source=source)
+            name: BackendConfig.from_mapping(table, name=name, source=source, in_file=True)
             for name, table in tables.items()
         }
         default = data.get("default")
@@ -240,6 +250,7 @@ def load(spec: str | Mapping[str, Any] | BackendConfig | None = None, **options:
                 {"type": config.type, "model": config.model, "defaults": options.pop("defaults")},
                 name=config.name,
                 source=f"{config.source} (load() defaults)",
+                in_file=config.in_file,
             ).defaults
             common["defaults"] = config.defaults.merged(override)
         config = replace(config, **common, options={**config.options, **options})

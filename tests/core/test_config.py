@@ -423,7 +423,7 @@ class Settings:
 
 def settings_config(**options: object) -> BackendConfig:
     return BackendConfig(
-        type="mytype", model="m", name="local", options=options, source="/etc/llmclient.toml"
+        type="mytype", model="m", name="local", options=options, source="/etc/llmclient.toml", in_file=True
     )
 
 
