@@ -253,8 +253,8 @@ def _check_number(name: str, value: object, *, low: float, high: float | None, l
         raise InvalidRequestError(f"{name} must be a number, got {value!r}")
     too_low = value <= low if low_open else value < low
     if too_low or (high is not None and value > high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise InvalidRequestError(f"{name} must be in {bounds}, got {value!r}")
+        bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise InvalidRequestError(f"{name} must be {bounds}, got {value!r}")
 
 
 def _check_stop(value: object) -> tuple[str, ...] | None:

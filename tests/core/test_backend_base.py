@@ -119,7 +119,7 @@ def test_chat_checks_messages_before_calling_the_backend(backend: ReverseBackend
 
 
 def test_chat_checks_options_before_calling_the_backend(backend: ReverseBackend) -> None:
-    with pytest.raises(InvalidRequestError, match="temperature must be in >= 0, got -1"):
+    with pytest.raises(InvalidRequestError, match="temperature must be >= 0, got -1"):
         backend.chat("x", temperature=-1)
     with pytest.raises(InvalidRequestError, match="did you mean 'temperature'"):
         backend.chat("x", temprature=1)  # type: ignore[call-arg]

@@ -237,7 +237,7 @@ def test_load_defaults_are_merged_over_the_files_defaults(tmp_path: Path) -> Non
     )
     with llmclient.load("echo", defaults={"temperature": 0.5}) as backend:
         assert backend.defaults == GenerationParams(max_new_tokens=10, temperature=0.5)
-    with pytest.raises(ConfigError, match="temperature must be in >= 0, got -1"):
+    with pytest.raises(ConfigError, match="temperature must be >= 0, got -1"):
         llmclient.load("echo", defaults={"temperature": -1})
 
 
@@ -278,7 +278,7 @@ def test_a_bad_defaults_value_names_the_file_table_and_key(tmp_path: Path) -> No
     message = str(info.value)
     assert str(path) in message
     assert "[backends.local] defaults" in message
-    assert "temperature must be in >= 0, got -1" in message
+    assert "temperature must be >= 0, got -1" in message
 
 
 def test_a_typo_in_defaults_suggests_the_parameter(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def test_extra_none_means_no_extra() -> None:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"temperature": -1}, r"temperature must be in >= 0, got -1"),
+        ({"temperature": -1}, r"temperature must be >= 0, got -1"),
         ({"temperature": "hot"}, r"temperature must be a number, got 'hot'"),
         ({"temperature": float("nan")}, r"temperature must be a number, got nan"),
         ({"top_p": 0}, r"top_p must be in \(0, 1\], got 0"),
