@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
@@ -32,7 +32,7 @@ from llmclient.backends._chat_completions import (
 )
 from llmclient.backends._presets import PRESETS, Preset
 from llmclient.config import BackendConfig, read_settings
-from llmclient.errors import BackendUnavailableError, ConfigError
+from llmclient.errors import BackendUnavailableError, ConfigError, LLMClientError
 from llmclient.retry import RetryPolicy
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
@@ -158,6 +158,7 @@ class OpenAICompatibleBackend(ChatBackend):
             verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, max_connections=max_connections
         )
         self._owns_async_transport = async_transport is None and async_http_client is None
+        self._max_connections = max_connections
         self._url_obj = httpx2.URL(self._url)
         self._extensions = {"timeout": self._timeout.as_dict()}
 
@@ -270,6 +271,18 @@ class OpenAICompatibleBackend(ChatBackend):
                 yield delta
         finally:
             await response.aclose()
+
+    async def _achat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+    ) -> list[ChatResponse | LLMClientError]:
+        if concurrency > self._max_connections:
+            logger.warning(
+                "concurrency=%d is above max_connections=%d: the requests beyond it wait for a free "
+                "connection; set max_connections to at least the concurrency",
+                concurrency,
+                self._max_connections,
+            )
+        return await super()._achat_many(requests, concurrency, return_exceptions)
 
     # -- the rest of the interface ----------------------------------------------------------
 

@@ -209,3 +209,13 @@ def test_replies_read_as_the_openai_sdk_reads_them(serve, make_backend, reply) -
     sdk_calls = [c.model_dump() for c in theirs.choices[0].message.tool_calls or []]
     assert (ours.tool_calls or []) == sdk_calls
     assert server.requests[0].json()["messages"] == server.requests[1].json()["messages"]
+
+
+def test_concurrency_above_the_connection_limit_is_warned_about(serve, make_backend, caplog) -> None:
+    server = serve(OpenAIHandler(text="ok"))
+    backend = make_backend(server, max_connections=2)
+    with caplog.at_level("WARNING", logger="llmclient"):
+        replies = backend.chat_many(["a"] * 6, concurrency=4)
+    assert [r.text for r in replies] == ["ok"] * 6
+    assert "concurrency=4 is above max_connections=2" in caplog.text
+    assert server.connections_opened <= 2
