@@ -1,0 +1,117 @@
+"""Progress of a run: a one-line bar on a terminal, silence elsewhere, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        output: the results file.
+        total: rows read from the input.
+        done: rows answered in this run.
+        failed: rows that failed in this run (their error is in the results file).
+        skipped: rows already done by an earlier run, or failed earlier and not retried.
+        duplicates: rows identical to an earlier row of the same input (same key), not sent again.
+        prompt_tokens: tokens sent, as the backend counted them.
+        completion_tokens: tokens received.
+        wall_time: seconds the run took.
+        latencies: seconds each answered row took.
+        over_window: rows whose prompt does not fit the context window (dry runs, where countable).
+        dry_run: whether no model was called.
+    """
+
+    output: Path
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_time: float = 0.0
+    latencies: list[float] = field(default_factory=list, repr=False)
+    over_window: int = 0
+    dry_run: bool = False
+
+    def percentile(self, fraction: float) -> float | None:
+        """The latency below which ``fraction`` of answered rows fall, or None with no rows."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+    def __str__(self) -> str:
+        if self.dry_run:
+            return (
+                f"dry run: {self.total} rows rendered, {self.prompt_tokens} prompt tokens, "
+                f"{self.over_window} over the context window, {self.skipped} already done; no model called"
+            )
+        p50, p95 = self.percentile(0.5), self.percentile(0.95)
+        latency = (
+            f"latency p50 {p50:.2f}s p95 {p95:.2f}s" if p50 is not None and p95 is not None else "no latency"
+        )
+        return (
+            f"{self.done} done, {self.failed} failed, {self.skipped} skipped"
+            + (f", {self.duplicates} duplicate" if self.duplicates else "")
+            + f" of {self.total} rows in {self.wall_time:.1f}s; tokens in {self.prompt_tokens}, "
+            f"out {self.completion_tokens}; {latency}; results in {self.output}"
+        )
+
+
+class Progress:
+    """A one-line progress bar: rows/s, tokens/s, ETA and errors, redrawn at most 10 times a second."""
+
+    def __init__(
+        self, summary: RunSummary, *, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
+        self._summary = summary
+        self._stream = stream or sys.stderr
+        self.enabled = self._stream.isatty() if enabled is None else enabled
+        self._started = time.perf_counter()
+        self._drawn = 0.0
+        self.expected: int | None = None
+
+    def update(self, *, force: bool = False) -> None:
+        """Redraw the line if it is time to."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        s = self._summary
+        elapsed = max(now - self._started, 1e-9)
+        finished = s.done + s.failed
+        rate = finished / elapsed
+        tokens = (s.prompt_tokens + s.completion_tokens) / elapsed
+        total = f"/{self.expected}" if self.expected is not None else ""
+        eta = ""
+        if self.expected is not None and rate > 0:
+            remaining = max(self.expected - finished - s.skipped - s.duplicates, 0) / rate
+            eta = f" | ETA {_clock(remaining)}"
+        self._stream.write(
+            f"\r{finished + s.skipped}{total} rows | {rate:.1f} rows/s | {tokens:.0f} tok/s{eta} | "
+            f"errors {s.failed}  "
+        )
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Draw the last state and end the line."""
+        if self.enabled:
+            self.update(force=True)
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
