@@ -18,7 +18,7 @@ from llmclient.pipeline.progress import RunSummary
 from llmclient.pipeline.prompt import PromptTemplate, TemplateError
 from llmclient.pipeline.results import ResultsFile
 from llmclient.pipeline.rows import read_rows
-from llmclient.pipeline.runner import arun, row_key, run
+from llmclient.pipeline.runner import arun, row_key, run, run_fingerprint
 
 __all__ = [
     "PromptTemplate",
@@ -29,4 +29,5 @@ __all__ = [
     "read_rows",
     "row_key",
     "run",
+    "run_fingerprint",
 ]

@@ -42,14 +42,22 @@ class _RateLimit:
         await asyncio.sleep(start - now)
 
 
-def row_key(identity: Any, prompt: PromptTemplate, params: GenerationParams, model: str) -> str:
-    """The resume key of a row: what it is plus everything that shapes its prompt and reply."""
+def run_fingerprint(prompt: PromptTemplate, params: GenerationParams, model: str) -> str:
+    """A digest of everything that shapes each row's prompt and reply: template, parameters, model."""
     payload = {
-        "row": identity,
         "prompt": prompt.fingerprint(),
         "params": {k: v for k, v in asdict(params).items() if v is not None and v != {}},
         "model": model,
     }
+    return _digest(payload)
+
+
+def row_key(identity: Any, fingerprint: str) -> str:
+    """The resume key of a row: what the row is (its id, or its fields) under one run fingerprint."""
+    return _digest({"row": identity, "run": fingerprint})
+
+
+def _digest(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
@@ -76,16 +84,17 @@ class _Run:
         self.id_field = id_field
         self.keep_fields = keep_fields
         self.options: dict[str, Any] = {k: v for k, v in asdict(params).items() if v is not None}
+        self.fingerprint = run_fingerprint(prompt, params, backend.model)
 
     def identify(self, index: int, row: Mapping[str, Any]) -> tuple[Any, str]:
         if self.id_field is None:
-            return index, row_key(row, self.prompt, self.params, self.backend.model)
+            return index, row_key(row, self.fingerprint)
         if self.id_field not in row:
             raise TemplateError(
                 f"row {index} has no id field {self.id_field!r}; row fields: {', '.join(sorted(row))}"
             )
         row_id = row[self.id_field]
-        return row_id, row_key({self.id_field: row_id}, self.prompt, self.params, self.backend.model)
+        return row_id, row_key({self.id_field: row_id}, self.fingerprint)
 
     def record(self, row_id: Any, key: str, row: Mapping[str, Any]) -> dict[str, Any]:
         fields = row if self.keep_fields is None else {k: row[k] for k in self.keep_fields if k in row}
@@ -238,6 +247,7 @@ async def _execute(
     window = getattr(backend, "context_window", None)
     seen: set[str] = set()
     in_flight: set[asyncio.Task[None]] = set()
+    gate = asyncio.Semaphore(concurrency)
     try:
         for index, row in enumerate(read_rows(rows)):
             if limit is not None and index >= limit:
@@ -264,11 +274,13 @@ async def _execute(
             if dry_run:
                 _count(backend, messages, params, window, summary)
                 continue
-            while len(in_flight) >= concurrency:
-                _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            in_flight.add(asyncio.ensure_future(run.answer(base, messages, rate)))
+            await gate.acquire()
+            task = asyncio.ensure_future(run.answer(base, messages, rate))
+            task.add_done_callback(in_flight.discard)
+            task.add_done_callback(lambda _: gate.release())
+            in_flight.add(task)
         if in_flight:
-            await asyncio.gather(*in_flight)
+            await asyncio.gather(*list(in_flight))
     finally:
         for task in in_flight:
             task.cancel()
