@@ -78,7 +78,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
             f"got {type(item).__name__}"
         )
     role = item.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         hint = _did_you_mean(str(role), _ROLES)
         raise InvalidRequestError(
             f"messages[{index}] has role {role!r}; expected one of {sorted(_ROLES)}{hint}"
@@ -100,6 +100,17 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
                 f"messages[{index}].content[{part_index}] must be a content part like "
                 f"{{'type': 'text', 'text': '...'}}, got {part!r}"
             )
+    for key in ("name", "tool_call_id"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            raise InvalidRequestError(f"messages[{index}].{key} must be a string, got {item[key]!r}")
+    tool_calls = item.get("tool_calls")
+    if tool_calls is not None and (
+        not isinstance(tool_calls, list) or not all(isinstance(c, Mapping) for c in tool_calls)
+    ):
+        raise InvalidRequestError(
+            f"messages[{index}].tool_calls must be a list of tool calls in the OpenAI shape, "
+            f"got {tool_calls!r}"
+        )
     return Message(
         role=role,
         content=content,
