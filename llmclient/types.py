@@ -10,7 +10,7 @@ import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Literal, TypedDict, cast, get_args
 
 from llmclient.errors import InvalidRequestError
 
@@ -112,7 +112,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
             f"got {tool_calls!r}"
         )
     return Message(
-        role=role,
+        role=cast(Role, role),
         content=content,
         name=item.get("name"),
         tool_calls=item.get("tool_calls"),
