@@ -302,7 +302,7 @@ def _error_for(
     common: dict[str, Any] = {
         "status_code": status or None,
         "body": body,
-        "headers": headers,
+        "headers": {name: redact(value, secrets) for name, value in headers.items()},
         "provider_reason": reason,
     }
     if reason == "context_length_exceeded" or (
