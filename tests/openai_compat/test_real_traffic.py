@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import API_KEY, Caller, Script
+from remote_support import API_KEY, Caller, Script
 
 from llmclient.errors import AuthenticationError
 from llmclient.testing.server import Reply

@@ -7,7 +7,7 @@ import json
 
 import openai
 import pytest
-from conftest import API_KEY, Caller, Script
+from remote_support import API_KEY, Caller, Script
 
 from llmclient.testing.server import (
     OpenAIHandler,

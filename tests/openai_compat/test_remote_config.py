@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Caller, Script
+from remote_support import Caller, Script
 
 import llmclient
 from llmclient.backends.openai_compat import OpenAICompatibleBackend

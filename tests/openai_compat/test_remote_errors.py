@@ -7,7 +7,7 @@ import logging
 import time
 
 import pytest
-from conftest import API_KEY, Caller, Script
+from remote_support import API_KEY, Caller, Script
 
 from llmclient.errors import (
     AuthenticationError,

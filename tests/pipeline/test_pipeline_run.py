@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_results, write_jsonl
+from pipeline_support import read_results, write_jsonl
 
 from llmclient import pipeline
 from llmclient.backends.openai_compat import OpenAICompatibleBackend
