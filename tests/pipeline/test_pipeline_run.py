@@ -271,3 +271,14 @@ def test_results_lines_are_valid_json_even_with_unicode(backend, tmp_path) -> No
     out = tmp_path / "o.jsonl"
     pipeline.run(backend, [{"t": "crème brûlée ✓\nline two"}], template="{{ t }}", output=out)
     assert json.loads(out.read_text())["text"] == "echo: crème brûlée ✓\nline two"
+
+
+def test_parquet_rows_are_read_in_batches(backend, tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    path = tmp_path / "orders.parquet"
+    pq.write_table(pa.Table.from_pylist([{"foods": f"dish {i}", "n": i} for i in range(5)]), path)
+    out = tmp_path / "out.jsonl"
+    summary = pipeline.run(backend, path, template="{{ foods }} #{{ n }}", output=out)
+    assert summary.done == 5
+    assert sorted(r["text"] for r in read_results(out)) == [f"echo: dish {i} #{i}" for i in range(5)]
