@@ -1,0 +1,409 @@
+"""Record and replay raw HTTP exchanges in VCR.py's cassette format, at the httpx2 transport seam.
+
+:class:`CassetteTransport` is one object that serves both sync and async requests, so it plugs into
+:class:`~llmclient.backends.openai_compat.OpenAICompatibleBackend` as ``transport=``, into an
+``httpx2.Client``/``httpx2.AsyncClient``, or into the openai SDK's ``http_client``. Cassettes that
+VCR.py (or pytest-recording, or vcrpy-based suites) recorded replay through it unchanged, and what it
+records, VCR.py can read::
+
+    interactions:
+    - request:
+        body: '{"model":"gpt-4o-mini","messages":[...]}'
+        headers:
+          authorization:
+          - '**scrubbed**'
+        method: POST
+        uri: https://api.openai.com/v1/chat/completions
+      response:
+        body:
+          string: '{"id":"chatcmpl-...","choices":[...]}'
+        headers:
+          content-type:
+          - application/json
+        status:
+          code: 200
+          message: OK
+    version: 1
+
+Requests match as VCR.py matches them by default (method, scheme, host, port, path and query), each
+recorded interaction playing once, in order. Compressed replies are recorded decoded (as VCR.py's
+``decode_compressed_response``), so bodies stay readable. ``Authorization``, ``api-key``,
+``x-api-key``, cookie headers and API keys in bodies and URIs are scrubbed before anything is written;
+the key sent in an ``Authorization`` header is scrubbed wherever else it appears.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from llmclient.errors import CassetteError, ConfigError
+from llmclient.testing.cassette import (
+    SCRUBBED,
+    SECRET_HEADERS,
+    CassetteFile,
+    RecordMode,
+    Scrubber,
+    check_mode,
+    differences,
+    may_record,
+    record_hint,
+)
+
+MATCHERS = ("method", "scheme", "host", "port", "path", "query", "uri", "body")
+"""Request properties a cassette can match on (VCR.py's names)."""
+
+DEFAULT_MATCH_ON = ("method", "scheme", "host", "port", "path", "query")
+"""VCR.py's default matching."""
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_RECOMPUTED_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def _read_vcr(data: Any, path: Path) -> list[dict[str, Any]]:
+    if isinstance(data, Mapping) and "llmclient_cassette" in data:
+        raise CassetteError(
+            f"{path} is a chat cassette, not an HTTP-level (VCR) one: replay it with "
+            f"llmclient.testing.recording.ReplayBackend"
+        )
+    items = data.get("interactions") if isinstance(data, Mapping) else None
+    if not isinstance(items, list):
+        raise CassetteError(f"{path} is not a VCR cassette: it has no 'interactions' list")
+    for index, item in enumerate(items):
+        request = item.get("request") if isinstance(item, Mapping) else None
+        response = item.get("response") if isinstance(item, Mapping) else None
+        if (
+            not isinstance(request, Mapping)
+            or not isinstance(response, Mapping)
+            or not isinstance(request.get("method"), str)
+            or not isinstance(request.get("uri"), str)
+            or not isinstance(response.get("status"), Mapping)
+            or not isinstance(response.get("body"), Mapping)
+        ):
+            raise CassetteError(
+                f"{path} interaction {index} is malformed: it needs request.method, request.uri, "
+                f"response.status and response.body"
+            )
+    return items
+
+
+def _vcr_document(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"interactions": items, "version": 1}
+
+
+def _text_or_bytes(body: bytes) -> str | bytes:
+    """A body as VCR.py stores it: text when it is UTF-8, else bytes (written as ``!!binary``)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+
+
+def _as_bytes(body: Any) -> bytes:
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else str(body).encode("utf-8")
+
+
+def _header_lists(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in raw:
+        out.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+    return out
+
+
+def _body_key(body: bytes) -> Any:
+    """What the ``body`` matcher compares: parsed JSON (so key order and spacing do not matter), or text."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def _view(method: str, uri: str, body: bytes) -> dict[str, Any]:
+    """A request's value for every matcher."""
+    url = httpx2.URL(uri)
+    return {
+        "method": method.upper(),
+        "scheme": url.scheme,
+        "host": url.host,
+        "port": url.port or _DEFAULT_PORTS.get(url.scheme),
+        "path": url.path,
+        "query": sorted(url.params.multi_items()),
+        "uri": uri,
+        "body": _body_key(body),
+    }
+
+
+class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
+    """An httpx2 transport, sync and async, that replays HTTP exchanges from a VCR-format cassette and
+    records new ones, as the record ``mode`` says (:data:`~llmclient.testing.cassette.RecordMode`).
+
+    Args:
+        path: the cassette file (YAML); it need not exist yet.
+        mode: ``none`` (the default) replays only; a request with no recorded exchange raises
+            :class:`~llmclient.errors.CassetteError` naming the closest one and what differs.
+        match_on: which request properties must agree (:data:`MATCHERS`); VCR.py's default.
+        allow_playback_repeats: replay an exchange again once every matching one has played.
+        transport: the sync transport that records reach (default: an ``httpx2.HTTPTransport`` the
+            cassette builds and closes). A transport passed in stays yours to close.
+        async_transport: the async one (default: an ``httpx2.AsyncHTTPTransport`` per recorded
+            request: recording is rare, and nothing is left open to close from sync code).
+        secret_headers: more header names whose values are scrubbed.
+        secrets: strings scrubbed wherever they appear, besides API-key-looking ones.
+
+    The cassette is saved when the transport is closed (an httpx2 client or the backend closes it),
+    or by :meth:`save`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: RecordMode = "none",
+        match_on: Sequence[str] = DEFAULT_MATCH_ON,
+        allow_playback_repeats: bool = False,
+        transport: httpx2.BaseTransport | None = None,
+        async_transport: httpx2.AsyncBaseTransport | None = None,
+        secret_headers: Iterable[str] = (),
+        secrets: Iterable[str] = (),
+    ) -> None:
+        unknown = [m for m in match_on if m not in MATCHERS]
+        if unknown or not match_on:
+            raise ConfigError(f"match_on {list(match_on)!r}: use a non-empty list of {', '.join(MATCHERS)}")
+        self.path = Path(path)
+        self.mode = check_mode(mode)
+        self.match_on = tuple(match_on)
+        self.allow_playback_repeats = allow_playback_repeats
+        self._secret_headers = SECRET_HEADERS | {h.lower() for h in secret_headers}
+        self._scrubber = Scrubber(secrets)
+        self._file = CassetteFile(self.path, read=_read_vcr, document=_vcr_document)
+        if self.mode == "all":
+            self._file.start_over()
+        self._items = [] if self.mode == "all" else list(self._file.items)
+        self._views = [self._recorded_view(item) for item in self._items]
+        self._plays = [0] * len(self._items)
+        self._loaded = len(self._items)
+        self._lock = threading.Lock()
+        self._transport = transport
+        self._async_transport = async_transport
+        self._owned: httpx2.HTTPTransport | None = None
+
+    # -- matching ---------------------------------------------------------------------------------
+
+    def _recorded_view(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        request = item["request"]
+        return _view(
+            request["method"],
+            self._scrubber.text(request["uri"]),
+            _as_bytes(self._scrubber.value(request.get("body"))),
+        )
+
+    def _live_view(self, request: httpx2.Request, body: bytes) -> dict[str, Any]:
+        self._learn(request.headers.raw)
+        text = _text_or_bytes(body)
+        scrubbed = self._scrubber.text(text).encode("utf-8") if isinstance(text, str) else text
+        return _view(request.method, self._scrubber.text(str(request.url)), scrubbed)
+
+    def _learn(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Take the secrets in secret headers, so they are scrubbed wherever else they appear."""
+        for name, value in headers:
+            if name.decode("latin-1").lower() in self._secret_headers:
+                text = value.decode("latin-1")
+                self._scrubber.learn(text)
+                self._scrubber.learn(text.partition(" ")[2])  # the token of "Bearer <token>"
+
+    def _matches(self, recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+        return all(recorded[m] == wanted[m] for m in self.match_on)
+
+    def _find(self, wanted: Mapping[str, Any]) -> dict[str, Any] | None:
+        if self.mode == "all":
+            return None
+        with self._lock:
+            candidates = [p for p, view in enumerate(self._views) if self._matches(view, wanted)]
+            chosen = next((p for p in candidates if self._plays[p] == 0), None)
+            if chosen is None and candidates and self.allow_playback_repeats:
+                chosen = candidates[0]
+            if chosen is None:
+                return None
+            self._plays[chosen] += 1
+            return self._items[chosen]
+
+    def _miss(self, wanted: Mapping[str, Any]) -> CassetteError:
+        lines = [
+            f"no recorded HTTP exchange in cassette {self.path} for {wanted['method']} {wanted['uri']} "
+            f"(matching on {', '.join(self.match_on)})"
+        ]
+        with self._lock:
+            views = list(enumerate(self._views))
+        if not views:
+            lines.append(
+                "The cassette holds no interactions" + ("." if self._file.existed else " (no file).")
+            )
+        else:
+            scored = [(sum(view[m] != wanted[m] for m in self.match_on), p) for p, view in views]
+            failing, best = min(scored)
+            view = self._views[best]
+            if not failing:
+                lines.append(
+                    f"Interaction {best} matches but has already played; pass allow_playback_repeats=True "
+                    f"to replay it again, or record the repeat."
+                )
+            else:
+                lines.append(
+                    f"The closest recorded exchange (interaction {best}: {view['method']} {view['uri']}):"
+                )
+                for matcher in self.match_on:
+                    lines.extend(f"  {line}" for line in differences(view[matcher], wanted[matcher], matcher))
+        lines.append(record_hint(self.mode, self._file.existed))
+        return CassetteError("\n".join(lines))
+
+    # -- replaying and recording --------------------------------------------------------------------
+
+    def _replay(self, item: Mapping[str, Any], request: httpx2.Request) -> httpx2.Response:
+        recorded = item["response"]
+        body = recorded["body"].get("string")
+        headers = [
+            (name, value)
+            for name, values in (recorded.get("headers") or {}).items()
+            for value in (values if isinstance(values, list) else [values])
+            # the length is recomputed; a body stored as text was stored decoded
+            if name.lower() not in _RECOMPUTED_HEADERS
+            and not (name.lower() == "content-encoding" and isinstance(body, str))
+        ]
+        status = recorded["status"]
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if status.get("message"):
+            extensions["reason_phrase"] = str(status["message"]).encode("ascii", "replace")
+        return httpx2.Response(
+            int(status["code"]),
+            headers=headers,
+            content=_as_bytes(body),
+            request=request,
+            extensions=extensions,
+        )
+
+    def _recorder_allowed(self, wanted: Mapping[str, Any]) -> None:
+        if not may_record(self.mode, self._file.existed):
+            raise self._miss(wanted)
+
+    def _scrubbed_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+        return {
+            name: [
+                SCRUBBED if name.lower() in self._secret_headers else self._scrubber.text(v) for v in values
+            ]
+            for name, values in _header_lists(raw).items()
+        }
+
+    def _record(self, request: httpx2.Request, body: bytes, response: httpx2.Response) -> httpx2.Response:
+        """Keep the exchange (scrubbed) and return the response, decoded, for the caller to read."""
+        content = response.content
+        headers = [
+            (name, str(len(content)).encode() if name.lower() == b"content-length" else value)
+            for name, value in response.headers.raw
+            if name.lower() != b"content-encoding"  # the body is kept decoded
+        ]
+        request_body = _text_or_bytes(body)
+        response_body = _text_or_bytes(content)
+        item: dict[str, Any] = {
+            "request": {
+                "body": self._scrubber.value(request_body) if request_body else None,
+                "headers": self._scrubbed_headers(request.headers.raw),
+                "method": request.method,
+                "uri": self._scrubber.text(str(request.url)),
+            },
+            "response": {
+                "body": {"string": self._scrubber.value(response_body)},
+                "headers": self._scrubbed_headers(headers),
+                "status": {"code": response.status_code, "message": response.reason_phrase},
+            },
+        }
+        view = self._recorded_view(item)
+        with self._lock:
+            self._items.append(item)
+            self._views.append(view)
+            self._plays.append(1)
+            self._file.add(item)
+        return httpx2.Response(
+            response.status_code,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason_phrase.encode()},
+        )
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Replay the recorded response to ``request``, or record one from the real server."""
+        body = request.read()
+        wanted = self._live_view(request, body)
+        found = self._find(wanted)
+        if found is not None:
+            return self._replay(found, request)
+        self._recorder_allowed(wanted)
+        with self._lock:
+            if self._transport is None:
+                self._owned = self._transport = httpx2.HTTPTransport()
+            transport = self._transport
+        response = transport.handle_request(request)
+        try:
+            response.read()
+        finally:
+            response.close()
+        return self._record(request, body, response)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Async :meth:`handle_request`."""
+        body = await request.aread()
+        wanted = self._live_view(request, body)
+        found = self._find(wanted)
+        if found is not None:
+            return self._replay(found, request)
+        self._recorder_allowed(wanted)
+        if self._async_transport is not None:
+            response = await self._async_transport.handle_async_request(request)
+            return self._record(request, body, await _read(response))
+        # A transport per recorded request: nothing async is left to close from sync code later.
+        transport = httpx2.AsyncHTTPTransport()
+        try:
+            response = await transport.handle_async_request(request)
+            return self._record(request, body, await _read(response))
+        finally:
+            await transport.aclose()
+
+    # -- the rest ---------------------------------------------------------------------------------
+
+    def unused(self) -> list[dict[str, Any]]:
+        """The interactions loaded from the file that no request has replayed."""
+        with self._lock:
+            return [self._items[p] for p in range(self._loaded) if self._plays[p] == 0]
+
+    def save(self) -> None:
+        """Write what was recorded (merged with the file as it is now); nothing if nothing changed."""
+        self._file.save()
+
+    def close(self) -> None:
+        """Save the cassette and close the transport the cassette built."""
+        try:
+            self.save()
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        self.close()
+
+
+async def _read(response: httpx2.Response) -> httpx2.Response:
+    """``response`` with its body read and its connection released."""
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return response
