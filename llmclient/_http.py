@@ -38,6 +38,10 @@ _AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], 
 )
 
 
+# aiohttp has already decompressed the body: httpx2 must not see these, or it decodes a second time.
+_DECODED_HEADERS = (b"content-encoding", b"content-length")
+
+
 @contextlib.contextmanager
 def _aiohttp_errors_as_httpx2() -> Iterator[None]:
     try:
@@ -158,7 +162,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             )
         return httpx2.Response(
             status_code=response.status,
-            headers=response.raw_headers,
+            headers=[(k, v) for k, v in response.raw_headers if k.lower() not in _DECODED_HEADERS],
             stream=_AiohttpBody(response),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},

@@ -219,3 +219,15 @@ def test_concurrency_above_the_connection_limit_is_warned_about(serve, make_back
     assert [r.text for r in replies] == ["ok"] * 6
     assert "concurrency=4 is above max_connections=2" in caplog.text
     assert server.connections_opened <= 2
+
+
+def test_compressed_replies_are_read(serve, make_backend, call: Caller) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps(completion("squeezed and restored")).encode())
+    server = serve(
+        Script(
+            [Reply(headers=[("Content-Type", "application/json"), ("Content-Encoding", "gzip")], body=body)]
+        )
+    )
+    assert call.chat(make_backend(server)).text == "squeezed and restored"
