@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import llmclient
-from llmclient.testing.recording import CassetteSession
+from llmclient.testing import CassetteSession
 from llmclient.testing.server import LoopbackServer, OpenAIHandler
 
 SYSTEM = "Label the customer review as positive or negative. Answer with one word."

@@ -43,6 +43,16 @@ def unregister(type_name: str) -> None:
         _runtime.pop(type_name, None)
 
 
+def runtime_types() -> dict[str, BackendFactory]:
+    """The types added with :func:`register`, with their factories: a snapshot, not a live view.
+
+    Entry-point types are not in it; tools that stand in for installed types while leaving run-time
+    ones alone (:func:`llmclient.testing.block_real_backends`) read it.
+    """
+    with _lock:
+        return dict(_runtime)
+
+
 def _entry_points() -> dict[str, object]:
     global _discovered
     with _lock:

@@ -1,11 +1,24 @@
 """Test helpers: recorded replies for testing pipelines without a model, a key or a bill.
 
+Chat cassettes, for any backend:
+
 - :mod:`llmclient.testing.recording`: :class:`RecordingBackend`, :class:`ReplayBackend` and the
   ``cassette(path, backend, mode=...)`` helper, which put any backend behind a chat cassette.
-- :mod:`llmclient.testing.cassette`: the cassette format, matching keys, scrubbing, atomic saves.
+- :mod:`llmclient.testing.session`: :class:`CassetteSession`, one cassette for every backend a test wraps.
+- :mod:`llmclient.testing.chat_cassette`: :class:`Cassette`, recorded interactions found by their key.
+- :mod:`llmclient.testing.chat_format`: :class:`Interaction` and how requests and replies are written.
+- :mod:`llmclient.testing.record_modes`: :data:`RecordMode` and what each mode records.
+- :mod:`llmclient.testing.matching`: the matching key and the differences a miss reports.
+- :mod:`llmclient.testing.scrubbing`: the secret scrubbing every cassette applies.
+- :mod:`llmclient.testing.cassette_file`: the file under a cassette: YAML, atomic saves, locking, merging.
+- :mod:`llmclient.testing.real_backends`: :func:`block_real_backends`, keeping real models out of tests.
+
+And around them:
+
 - :mod:`llmclient.testing.http`: :class:`CassetteTransport`, raw HTTP record/replay in VCR.py's format.
 - :mod:`llmclient.testing.pytest_plugin`: the ``llm_cassette`` fixture and marker, loaded by pytest.
 - :mod:`llmclient.testing.server`: a loopback OpenAI-compatible HTTP server for tests and benchmarks.
+- :mod:`llmclient.testing.faults`: the faults real APIs produce, served by the loopback server.
 
 Importing this package is cheap: the names below load their module on first use.
 """
@@ -16,24 +29,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmclient.testing.cassette import Cassette, Interaction, RecordMode
+    from llmclient.testing.chat_cassette import Cassette
+    from llmclient.testing.chat_format import Interaction
     from llmclient.testing.http import CassetteTransport
-    from llmclient.testing.recording import (
-        CassetteSession,
-        RecordingBackend,
-        ReplayBackend,
-        block_real_backends,
-    )
+    from llmclient.testing.real_backends import block_real_backends
+    from llmclient.testing.record_modes import RecordMode
+    from llmclient.testing.recording import RecordingBackend, ReplayBackend, cassette
+    from llmclient.testing.session import CassetteSession
 
 _EXPORTS = {
-    "Cassette": "llmclient.testing.cassette",
-    "Interaction": "llmclient.testing.cassette",
-    "RecordMode": "llmclient.testing.cassette",
+    "Cassette": "llmclient.testing.chat_cassette",
+    "Interaction": "llmclient.testing.chat_format",
+    "RecordMode": "llmclient.testing.record_modes",
     "CassetteTransport": "llmclient.testing.http",
-    "CassetteSession": "llmclient.testing.recording",
+    "CassetteSession": "llmclient.testing.session",
     "RecordingBackend": "llmclient.testing.recording",
     "ReplayBackend": "llmclient.testing.recording",
-    "block_real_backends": "llmclient.testing.recording",
+    "cassette": "llmclient.testing.recording",
+    "block_real_backends": "llmclient.testing.real_backends",
 }
 
 __all__ = [
@@ -45,6 +58,7 @@ __all__ = [
     "RecordingBackend",
     "ReplayBackend",
     "block_real_backends",
+    "cassette",
 ]
 
 

@@ -44,17 +44,10 @@ from typing import Any
 import httpx2
 
 from llmclient.errors import CassetteError, ConfigError
-from llmclient.testing.cassette import (
-    SCRUBBED,
-    SECRET_HEADERS,
-    CassetteFile,
-    RecordMode,
-    Scrubber,
-    check_mode,
-    differences,
-    may_record,
-    record_hint,
-)
+from llmclient.testing.cassette_file import CassetteFile
+from llmclient.testing.matching import differences
+from llmclient.testing.record_modes import RecordMode, check_mode, may_record, record_hint
+from llmclient.testing.scrubbing import SCRUBBED, SECRET_HEADERS, Scrubber
 
 MATCHERS = ("method", "scheme", "host", "port", "path", "query", "uri", "body")
 """Request properties a cassette can match on (VCR.py's names)."""
@@ -143,7 +136,7 @@ def _view(method: str, uri: str, body: bytes) -> dict[str, Any]:
 
 class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     """An httpx2 transport, sync and async, that replays HTTP exchanges from a VCR-format cassette and
-    records new ones, as the record ``mode`` says (:data:`~llmclient.testing.cassette.RecordMode`).
+    records new ones, as the record ``mode`` says (:data:`~llmclient.testing.record_modes.RecordMode`).
 
     Args:
         path: the cassette file (YAML); it need not exist yet.

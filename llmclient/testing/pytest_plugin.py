@@ -3,7 +3,7 @@
 It loads in every pytest session of a project that installs llmclient, so it imports nothing of
 llmclient until a test asks for it, and changes nothing for tests that do not use it.
 
-- The ``llm_cassette`` fixture gives a :class:`~llmclient.testing.recording.CassetteSession` on the
+- The ``llm_cassette`` fixture gives a :class:`~llmclient.testing.session.CassetteSession` on the
   test's cassette: ``llm_cassette.load("local")`` or ``llm_cassette.wrap(backend_or_factory)``.
 - ``@pytest.mark.llm_cassette("name", ignore=("seed",), record_mode="once")`` names the cassette
   (default: the test's name) and sets its options. Cassettes live at
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from llmclient.testing.recording import CassetteSession
+    from llmclient.testing.session import CassetteSession
 
 _MODES = ("none", "once", "new_episodes", "all")
 _SESSION_KEY = pytest.StashKey["CassetteSession"]()
@@ -95,8 +95,8 @@ def llm_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSession]:
     reply must be recorded; ``llm_cassette.wrap(backend_or_factory)`` wraps any backend. The cassette is
     saved when the test ends.
     """
-    from llmclient.testing.cassette import check_mode
-    from llmclient.testing.recording import CassetteSession
+    from llmclient.testing.record_modes import check_mode
+    from llmclient.testing.session import CassetteSession
 
     marker = request.node.get_closest_marker("llm_cassette")
     args: tuple[Any, ...] = marker.args if marker else ()
@@ -142,7 +142,7 @@ def pytest_runtest_protocol(
     """With ``--llm-block-real``, run each test (setup to teardown) with real backends blocked."""
     if not _setting(item.config, "llm_block_real"):
         return (yield)
-    from llmclient.testing.recording import block_real_backends
+    from llmclient.testing.real_backends import block_real_backends
 
     with block_real_backends("tests run with --llm-block-real"):
         return (yield)

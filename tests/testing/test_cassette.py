@@ -13,14 +13,11 @@ import pytest
 import yaml
 
 from llmclient.errors import CassetteError, ConfigError
-from llmclient.testing.cassette import (
-    SCRUBBED,
-    Cassette,
-    Interaction,
-    Scrubber,
-    check_mode,
-    request_key,
-)
+from llmclient.testing.chat_cassette import Cassette
+from llmclient.testing.chat_format import Interaction
+from llmclient.testing.matching import request_key
+from llmclient.testing.record_modes import check_mode
+from llmclient.testing.scrubbing import SCRUBBED, Scrubber
 
 
 def request(content: str = "Capital of France?", **params: Any) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def test_the_key_ignores_key_order_and_integral_float_spelling() -> None:
 
 def test_the_key_is_the_same_in_another_process() -> None:
     req = request("Bonjour, ça va ?", temperature=0.7, stop=["\n"], extra={"user": "u1"})
-    code = f"from llmclient.testing.cassette import request_key; print(request_key({req!r}))"
+    code = f"from llmclient.testing.matching import request_key; print(request_key({req!r}))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == request_key(req)
 
@@ -184,7 +181,7 @@ def test_a_process_killed_while_saving_leaves_the_old_cassette_whole(tmp_path: P
     script = textwrap.dedent(
         f"""
         import os
-        from llmclient.testing.cassette import Cassette, Interaction
+        from llmclient.testing import Cassette, Interaction
         tape = Cassette({str(path)!r})
         tape.record(Interaction(request={{"messages": []}}, response={{"text": "new " * 10000}}))
         os.fsync = lambda fd: os._exit(3)
@@ -234,7 +231,7 @@ def test_processes_recording_into_one_cassette_lose_nothing(tmp_path: Path) -> N
     script = textwrap.dedent(
         """
         import sys
-        from llmclient.testing.cassette import Cassette, Interaction
+        from llmclient.testing import Cassette, Interaction
         worker = sys.argv[1]
         tape = Cassette(sys.argv[2])
         for n in range(15):

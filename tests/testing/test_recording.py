@@ -33,15 +33,14 @@ from llmclient.backends.openai_compat import OpenAICompatibleBackend
 from llmclient.errors import BackendUnavailableError, ConfigError
 from llmclient.registry import register, unregister
 from llmclient.retry import RetryPolicy
-from llmclient.testing.recording import (
+from llmclient.testing import (
     CassetteSession,
     RecordingBackend,
     ReplayBackend,
     block_real_backends,
     cassette,
-    deltas_from_dicts,
-    deltas_to_dicts,
 )
+from llmclient.testing.chat_format import deltas_from_dicts, deltas_to_dicts
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Request, error_reply
 
 API_KEY = "sk-test-0f1e2d3c4b5a-SECRET"
@@ -179,6 +178,25 @@ def test_replay_in_a_fresh_process_imports_no_model_and_no_http_stack(
     )
     result = json.loads(done.stdout)
     assert result == {"out": expected, "heavy": [], "http": False}
+
+
+def test_llmclient_testing_exports_the_cassette_helper_and_loads_no_module_until_asked() -> None:
+    script = textwrap.dedent(
+        """
+        import importlib, json, pkgutil, sys
+        import llmclient.testing
+        loaded = sorted(m for m in sys.modules if m.startswith("llmclient.testing."))
+        for module in pkgutil.iter_modules(llmclient.testing.__path__):  # no submodule shadows a name
+            importlib.import_module(f"llmclient.testing.{module.name}")
+        from llmclient.testing import cassette
+        from llmclient.testing.recording import cassette as helper
+        print(json.dumps({"loaded": loaded, "exported": cassette is helper}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout) == {"loaded": [], "exported": True}
 
 
 # -- record modes -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import aiohttp
 import httpx2
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from llmclient.testing.server import (
     LoopbackServer,
@@ -29,7 +30,7 @@ from llmclient.testing.server import (
 )
 
 TEXT = "The quick brown fox jumps over the lazy dog."
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_sse_reply_framing() -> None:
 def test_sdk_plain_completion(server: LoopbackServer) -> None:
     client = _sdk(server)
     with client:
-        resp = client.chat.completions.create(model="my-model", messages=MESSAGES)  # type: ignore[arg-type]
+        resp = client.chat.completions.create(model="my-model", messages=MESSAGES)
     assert resp.choices[0].message.content == TEXT
     assert resp.choices[0].finish_reason == "stop"
     assert resp.model == "my-model"
@@ -106,7 +107,7 @@ def test_sdk_stream_with_usage(server: LoopbackServer) -> None:
     with client:
         stream = client.chat.completions.create(
             model="m",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -122,9 +123,7 @@ def test_sdk_stream_without_usage_and_404() -> None:
     with LoopbackServer(OpenAIHandler(lambda body: f"echo {body['model']}", stream_pieces=2)) as srv:
         client = _sdk(srv)
         with client:
-            chunks = list(
-                client.chat.completions.create(model="zz", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
-            )
+            chunks = list(client.chat.completions.create(model="zz", messages=MESSAGES, stream=True))
             assert all(c.usage is None and c.choices for c in chunks)
             assert len(chunks) == 1 + 2 + 1
             assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo zz"
@@ -206,11 +205,14 @@ def test_delay_and_chunk_delay_honoured() -> None:
         assert client.get(srv.url + "/slow").json() == {"ok": True}
         slow = time.perf_counter() - t0
         t0 = time.perf_counter()
+        parts: list[bytes] = []
+        arrivals: list[float] = []
         with client.stream("GET", srv.url + "/chunks") as resp:
-            arrivals = [time.perf_counter() - t0 for _ in resp.iter_raw()]
-        assert b"".join([b"a", b"b", b"c"]) == b"abc"
+            for part in resp.iter_raw():
+                parts.append(part)
+                arrivals.append(time.perf_counter() - t0)
+    assert parts == [b"a", b"b", b"c"]  # each chunk arrived on its own
     assert 0.25 <= slow < 2.0
-    assert len(arrivals) == 3  # each chunk arrived on its own
     assert arrivals[-1] - arrivals[0] >= 0.15
 
 
@@ -292,7 +294,8 @@ async def test_aiohttp_plain_stream_and_faults(server: LoopbackServer) -> None:
             lines = [line async for line in resp.content if line.strip()]
         assert lines[-1] == b"data: [DONE]\n"
         events = [json.loads(line[len(b"data: ") :]) for line in lines[:-1]]
-        assert events == completion_chunks(TEXT, model="a") or events[-1]["usage"]["prompt_tokens"] == 5
+        expected = completion_chunks(TEXT, model="a")
+        assert [{**e, "created": 0} for e in events] == [{**e, "created": 0} for e in expected]
         assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == TEXT
     assert server.connections_opened == 1
 
