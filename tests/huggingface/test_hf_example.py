@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +33,27 @@ def test_the_local_chat_example_runs(smollm2_backend: object) -> None:
     assert "<|im_start|>assistant" in done.stdout
     assert "stream: " in done.stdout
     assert "What is 6 squared? -> " in done.stdout
+
+
+def test_the_readme_main_job_runs_offline_and_resumes(smollm2_backend: object, tmp_path: Path) -> None:
+    # the README's main job, in a copy of examples/ so the results land in tmp_path
+    for name in ("analyse_orders.py", "llmclient.toml", "orders.jsonl", "order_analysis.j2"):
+        shutil.copy(ROOT / "examples" / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMCLIENT_BACKEND", "LLMCLIENT_CONFIG")}
+    env["HF_HUB_OFFLINE"] = "1"
+
+    def run() -> str:
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "analyse_orders.py")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env=env,
+        ).stdout
+
+    assert "20 done, 0 failed, 0 skipped of 20 rows" in run()
+    results = [json.loads(line) for line in (tmp_path / "results-local.jsonl").read_text().splitlines()]
+    assert sorted(r["row_id"] for r in results) == [f"o{i:02d}" for i in range(1, 21)]
+    assert all(r["status"] == "ok" and r["text"].strip() and r["model"] == "smollm2" for r in results)
+    assert "0 done, 0 failed, 20 skipped of 20 rows" in run()
