@@ -103,6 +103,9 @@ async def test_closing_an_async_stream_early_stops_generation(
     assert stopped_at < 20
     await asyncio.sleep(0.2)
     assert calls[0] == stopped_at
+    # the model is free for the next call
+    reply = await asyncio.wait_for(llama_backend.achat("Hello", max_new_tokens=2), timeout=30)
+    assert reply.usage.completion_tokens <= 2
 
 
 def test_an_error_inside_generation_reaches_the_consumer(

@@ -17,7 +17,16 @@ from llmclient.backends.openai_compat import OpenAICompatibleSettings, _StreamRe
 from llmclient.config import BackendConfig, read_settings
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.stream import StreamAccumulator
-from llmclient.types import GenerationParams, to_messages
+from llmclient.testing.chat_cassette import Cassette
+from llmclient.testing.chat_format import (
+    Interaction,
+    deltas_from_dicts,
+    deltas_to_dicts,
+    normalise_request,
+    response_from_dict,
+    response_to_dict,
+)
+from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta, Usage, to_messages
 
 yaml = pytest.importorskip("yaml")
 
@@ -101,6 +110,76 @@ def test_any_generation_options_are_validated_or_refused(options: dict[str, Any]
 def test_any_reply_body_is_read_or_refused_with_a_typed_error(body: bytes) -> None:
     with contextlib.suppress(LLMClientError):
         parse_completion(body, status=200, headers={}, secrets=())
+
+
+# Text that YAML mangles when written carelessly: trailing spaces and newlines, tabs, carriage returns,
+# line separators, leading indentation, document markers, quotes, "null", emoji, control characters.
+awkward_text = st.lists(
+    st.characters(codec="utf-8", exclude_categories=("Cs",))
+    | st.sampled_from(
+        [" ", "\n", "\r", "\t", "\u2028", "\x85", "---", "...", "#", ": ", "'", '"', "null", "🙂"]
+    ),
+    max_size=20,
+).map("".join)
+usages = st.builds(Usage, st.integers(0, 10**6), st.integers(0, 10**6))
+finish_reasons = st.sampled_from([None, "stop", "length", "tool_calls", "content_filter"])
+finite_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | awkward_text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(awkward_text, children, max_size=3),
+    max_leaves=8,
+)
+details = st.dictionaries(awkward_text, finite_json, max_size=3)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prompt=awkward_text,
+    system=awkward_text,
+    seed=st.none() | st.integers(0, 2**31),
+    reply=st.builds(
+        ChatResponse,
+        text=awkward_text,
+        finish_reason=finish_reasons,
+        usage=st.none() | usages,
+        model=awkward_text,
+        backend=st.just("hf"),
+        details=details,
+    ),
+    deltas=st.lists(
+        st.builds(
+            StreamDelta,
+            text=awkward_text,
+            finish_reason=finish_reasons,
+            usage=st.none() | usages,
+            details=details,
+        ),
+        max_size=5,
+    ),
+)
+def test_any_interaction_reads_back_from_the_saved_cassette_as_recorded(
+    tmp_path: Path, prompt: str, system: str, seed: int | None, reply: ChatResponse, deltas: list[StreamDelta]
+) -> None:
+    path = tmp_path / "round_trip.yaml"
+    path.unlink(missing_ok=True)
+    request = ChatRequest(
+        to_messages([{"role": "system", "content": system}, {"role": "user", "content": prompt}]),
+        GenerationParams(seed=seed),
+    )
+    asked = normalise_request(request, backend="hf", model="m", stream=False)
+    streamed = normalise_request(request, backend="hf", model="m", stream=True)
+    writing = Cassette(path)
+    writing.record(Interaction(asked, response=response_to_dict(reply)))
+    writing.record(Interaction(streamed, stream=deltas_to_dicts(deltas)))
+    writing.save()
+
+    reading = Cassette(path)
+    found = reading.find(asked)
+    found_stream = reading.find(streamed)
+    assert found is not None and found.response is not None
+    assert found_stream is not None and found_stream.stream is not None
+    assert response_from_dict(found.response) == reply
+    assert deltas_from_dicts(found_stream.stream) == deltas
+    assert reading.unused() == []
 
 
 def _streamed_bodies() -> list[Any]:
