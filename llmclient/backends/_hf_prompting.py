@@ -185,16 +185,9 @@ class PromptBuilder:
 
 def _to_template_dict(message: Message) -> dict[str, Any]:
     """A message as chat templates expect it: text content, ``developer`` spoken as ``system``."""
-    out: dict[str, Any] = {
-        "role": "system" if message.role in _SYSTEM_ROLES else message.role,
-        "content": message.text,
-    }
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_calls is not None:
-        out["tool_calls"] = message.tool_calls
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
+    out = message.to_dict()
+    out["role"] = "system" if message.role in _SYSTEM_ROLES else message.role
+    out["content"] = message.text
     return out
 
 
