@@ -1,18 +1,23 @@
 """``ChatBackend``: the one interface every backend implements, and the behaviour they share.
 
 A backend implements a small contract: ``_chat`` (required), and where it can do better than the
-defaults, ``_achat``, ``_stream``, ``_astream``, ``_achat_many``. Everything public (validation,
-parameter defaults, timing, sync/async bridging, ``chat_many`` ordering and error collection) is
-written once here.
+defaults, ``_achat``, ``_stream``, ``_astream``, ``_achat_many``, ``_chat_many``, ``_close`` and
+``_aclose``. It
+declares what it can do as attributes (``can_count_tokens``, ``context_window``). Everything public
+(validation, parameter defaults, timing, sync/async bridging, ``chat_many`` ordering and
+``return_exceptions``) is written once here. :class:`WrapperBackend` is the base of backends that add
+behaviour around another (recording, replay): it forwards the hooks, so no backend calls another
+object's private methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, ClassVar, Literal, overload
@@ -54,6 +59,15 @@ class ChatBackend(ABC):
     can_count_tokens: ClassVar[bool] = False
     """Whether :meth:`count_tokens` works (it needs the model's own tokenizer)."""
 
+    @property
+    def context_window(self) -> int | None:
+        """The model's context window in tokens, where the backend knows it; ``None`` otherwise.
+
+        A local model reads it from its config (loading the model if needed); a remote backend
+        knows it only where it was configured.
+        """
+        return None
+
     def __init__(
         self, *, model: str, name: str | None = None, defaults: GenerationParams | None = None
     ) -> None:
@@ -74,22 +88,20 @@ class ChatBackend(ABC):
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         """Produce the reply piece by piece; by default one piece holding the whole reply."""
-        reply = self._chat(request)
-        details = {**reply.details, "model": reply.model}
-        if reply.tool_calls:
-            details["tool_calls"] = reply.tool_calls
-        yield StreamDelta(
-            text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage, details=details
-        )
+        yield self._chat(request).as_delta()
 
     def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """Stream from async code; by default ``_stream`` pumped from a worker thread."""
         return iterate_in_thread(lambda: self._stream(request))
 
     async def _achat_many(
-        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+        self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
-        """Answer many requests; by default ``_achat`` with at most ``concurrency`` in flight."""
+        """Answer many requests, in input order, each item its reply or the typed error it raised.
+
+        By default ``_achat`` with at most ``concurrency`` in flight. Errors are always collected per
+        item; :meth:`chat_many` and :meth:`achat_many` decide once whether to raise the first.
+        """
         gate = asyncio.Semaphore(concurrency)
 
         async def one(request: ChatRequest) -> ChatResponse | LLMClientError:
@@ -97,9 +109,7 @@ class ChatBackend(ABC):
                 try:
                     return await self._timed_achat(request)
                 except LLMClientError as exc:
-                    if return_exceptions:
-                        return exc
-                    raise
+                    return exc
 
         tasks = [asyncio.ensure_future(one(r)) for r in requests]
         try:
@@ -107,6 +117,16 @@ class ChatBackend(ABC):
         finally:
             for task in tasks:
                 task.cancel()
+
+    def _chat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        """:meth:`_achat_many` for sync callers; by default run on the backend's private loop thread.
+
+        A backend whose batches run on a thread of its own (the local model) overrides this to hand
+        them over from the calling thread directly.
+        """
+        return self._loop_thread.run(self._achat_many(requests, concurrency))
 
     def _close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release what the backend holds (models, connections). Safe to call twice."""
@@ -181,7 +201,7 @@ class ChatBackend(ABC):
         :class:`~llmclient.errors.LLMClientError` instead of the first failure raising.
         """
         requests = [self.prepare(c, options) for c in conversations]
-        return self._loop_thread.run(self._achat_many(requests, _concurrency(concurrency), return_exceptions))
+        return _settled(self._chat_many(requests, _concurrency(concurrency)), return_exceptions)
 
     @overload
     async def achat_many(
@@ -213,7 +233,7 @@ class ChatBackend(ABC):
     ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
         """Async :meth:`chat_many`."""
         requests = [self.prepare(c, options) for c in conversations]
-        return await self._achat_many(requests, _concurrency(concurrency), return_exceptions)
+        return _settled(await self._achat_many(requests, _concurrency(concurrency)), return_exceptions)
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
         """What the model will be given for ``messages``: the exact prompt text for a local model,
@@ -272,6 +292,108 @@ class ChatBackend(ABC):
 
     def _finish(self, reply: ChatResponse, started: float) -> ChatResponse:
         return replace(reply, latency=time.perf_counter() - started, backend=self.name)
+
+
+class WrapperBackend(ChatBackend):
+    """A backend that adds behaviour around another one: the base of recording and replay backends.
+
+    Every hook forwards to the inner backend's, with the inner backend's own defaults laid under the
+    call's parameters (:meth:`for_inner`); a subclass overrides the hooks it changes. ``_chat_many`` is
+    not forwarded: a sync batch runs the wrapper's own ``_achat_many``, so what a subclass does there
+    holds for sync and async batches alike. The inner
+    backend is given directly or as a function that builds it on first use (a replay that never
+    misses never loads a model). Closing the wrapper closes the inner backend it holds.
+
+    Args:
+        inner: the backend to wrap, a function that builds it, or ``None`` where there is none.
+        model: the model replies report; by default the inner backend's.
+        name: the wrapper's name; by default the inner backend's.
+        defaults: generation parameters for every call; by default the inner backend's.
+    """
+
+    def __init__(
+        self,
+        inner: ChatBackend | Callable[[], ChatBackend] | None,
+        *,
+        model: str | None = None,
+        name: str | None = None,
+        defaults: GenerationParams | None = None,
+    ) -> None:
+        built = inner if isinstance(inner, ChatBackend) else None
+        super().__init__(
+            model=model or (built.model if built else ""),
+            name=name or (built.name if built else None),
+            defaults=defaults or (built.defaults if built else None),
+        )
+        self._inner = built
+        self._build: Callable[[], ChatBackend] | None = None if isinstance(inner, ChatBackend) else inner
+        self._inner_lock = threading.Lock()
+
+    @property
+    def inner_built(self) -> ChatBackend | None:
+        """The inner backend if it exists yet (it is built on first use when given as a function)."""
+        return self._inner
+
+    def inner(self) -> ChatBackend:
+        """The inner backend, built now if it was given as a function."""
+        if self._inner is None:
+            with self._inner_lock:
+                if self._inner is None:
+                    if self._build is None:
+                        raise InvalidRequestError(f"{type(self).__name__} {self.name!r} wraps no backend")
+                    self._inner = self._build()
+        return self._inner
+
+    def for_inner(self, request: ChatRequest) -> ChatRequest:
+        """``request`` as the inner backend expects it: its own defaults under the call's values."""
+        inner = self.inner()
+        return replace(request, params=inner.defaults.merged(request.params))
+
+    @property
+    def context_window(self) -> int | None:
+        """The inner backend's window (building it if needed); ``None`` where it has none."""
+        return self.inner().context_window
+
+    def _chat(self, request: ChatRequest) -> ChatResponse:
+        return self.inner()._chat(self.for_inner(request))
+
+    async def _achat(self, request: ChatRequest) -> ChatResponse:
+        return await self.inner()._achat(self.for_inner(request))
+
+    def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
+        return self.inner()._stream(self.for_inner(request))
+
+    def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        return self.inner()._astream(self.for_inner(request))
+
+    async def _achat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        inner = self.inner()
+        return await inner._achat_many([self.for_inner(r) for r in requests], concurrency)
+
+    def count_tokens(self, messages: Messages) -> int:
+        """The inner backend's count."""
+        return self.inner().count_tokens(messages)
+
+    def _close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    async def _aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+def _settled(
+    results: list[ChatResponse | LLMClientError], return_exceptions: bool
+) -> list[ChatResponse | LLMClientError]:
+    """``results`` as ``chat_many`` returns them: as they are, or the first failure raised."""
+    if not return_exceptions:
+        failed = next((r for r in results if isinstance(r, LLMClientError)), None)
+        if failed is not None:
+            raise failed
+    return results
 
 
 def _concurrency(value: int | None) -> int:

@@ -18,17 +18,14 @@ Every error names the file, the key, the bad value and the fix.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
-import types
-import typing
-from collections import abc
-from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from llmclient._settings import COMMON_KEYS, suggest
 from llmclient.errors import ConfigError, InvalidRequestError
 from llmclient.types import GenerationParams
 
@@ -42,13 +39,6 @@ BACKEND_ENV = "LLMCLIENT_BACKEND"
 CONFIG_FILENAME = "llmclient.toml"
 
 _TOP_KEYS = ("default", "backends")
-_COMMON_KEYS = ("type", "model", "defaults", "name")
-
-
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """A ``"; did you mean 'x'?"`` suffix for a close match of ``name``, or an empty string."""
-    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -109,7 +99,7 @@ class BackendConfig:
             defaults = GenerationParams.from_options(raw_defaults, source="generation parameter in defaults")
         except InvalidRequestError as exc:
             raise ConfigError(f"{where} defaults: {exc.message}") from exc
-        options = {k: v for k, v in data.items() if k not in _COMMON_KEYS}
+        options = {k: v for k, v in data.items() if k not in COMMON_KEYS}
         return cls(
             type=type_name,
             model=model,
@@ -255,78 +245,3 @@ def load(spec: str | Mapping[str, Any] | BackendConfig | None = None, **options:
             common["defaults"] = config.defaults.merged(override)
         config = replace(config, **common, options={**config.options, **options})
     return get_factory(config.type)(config)
-
-
-S = TypeVar("S")
-
-
-def read_settings(cls: type[S], config: BackendConfig) -> S:
-    """Build a settings dataclass from ``config.options``, checking names and types.
-
-    Unknown keys get a close-name suggestion; wrong types name the expected type. Each backend type
-    declares its settings as a dataclass with a docstring per field, and reads them through here.
-    """
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for key, value in config.options.items():
-        if key not in known:
-            allowed = sorted([*known, *_COMMON_KEYS])
-            raise config.error(
-                key,
-                value,
-                f"unknown setting for type {config.type!r}{suggest(key, allowed)}",
-                f"Allowed: {', '.join(allowed)}",
-            )
-        if not _matches(value, hints[key]):
-            raise config.error(key, value, f"expected {_describe(hints[key])}", f"Fix the value of {key!r}")
-        values[key] = value
-    for name, f in known.items():
-        if name not in values and f.default is MISSING and f.default_factory is MISSING:
-            raise config.error(name, None, "missing", f"Set {name} in the backend's settings")
-    return cls(**values)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        if origin in (list, tuple, abc.Sequence):
-            return isinstance(value, (list, tuple)) and all(
-                _matches(v, typing.get_args(hint)[0]) for v in value
-            )
-        if origin in (dict, abc.Mapping):
-            key_t, value_t = typing.get_args(hint)
-            return isinstance(value, Mapping) and all(
-                _matches(k, key_t) and _matches(v, value_t) for k, v in value.items()
-            )
-        return isinstance(value, origin)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "nothing (omit it)"
-    if origin is not None:
-        return (
-            getattr(origin, "__name__", str(origin))
-            + " of "
-            + ", ".join(_describe(a) for a in typing.get_args(hint))
-        )
-    return getattr(hint, "__name__", str(hint))

@@ -79,7 +79,7 @@ def get_factory(type_name: str) -> BackendFactory:
         return _runtime[type_name]
     ep = _entry_points().get(type_name)
     if ep is None:
-        from llmclient.config import suggest
+        from llmclient._settings import suggest
 
         raise ConfigError(
             f"unknown backend type {type_name!r}{suggest(type_name, backend_types())}; "

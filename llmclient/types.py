@@ -6,12 +6,12 @@ Plain OpenAI-shaped dicts are accepted wherever messages are taken, so code that
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypedDict, cast, get_args
 
+from llmclient._settings import suggest
 from llmclient.errors import InvalidRequestError
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -79,7 +79,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
         )
     role = item.get("role")
     if not isinstance(role, str) or role not in _ROLES:
-        hint = _did_you_mean(str(role), _ROLES)
+        hint = suggest(str(role), _ROLES)
         raise InvalidRequestError(
             f"messages[{index}] has role {role!r}; expected one of {sorted(_ROLES)}{hint}"
         )
@@ -237,15 +237,10 @@ _PARAM_HINTS = {
 def _param_hint(name: str) -> str:
     if name in _PARAM_HINTS:
         return _PARAM_HINTS[name]
-    suggestion = _did_you_mean(name, _PARAM_NAMES)
+    suggestion = suggest(name, _PARAM_NAMES)
     if suggestion:
         return suggestion
     return "; backend-specific fields go in extra={...}"
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _check_int(name: str, value: object, *, minimum: int | None) -> None:
@@ -349,6 +344,19 @@ class ChatResponse:
     latency: float = 0.0
     tool_calls: list[dict[str, Any]] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_delta(self) -> StreamDelta:
+        """The whole reply as one stream delta: what a backend that cannot stream yields.
+
+        The model and any tool calls travel in ``details``, where a stream carries them, so joining
+        the one delta gives this reply back.
+        """
+        details = {**self.details, "model": self.model}
+        if self.tool_calls:
+            details["tool_calls"] = self.tool_calls
+        return StreamDelta(
+            text=self.text, finish_reason=self.finish_reason, usage=self.usage, details=details
+        )
 
 
 @dataclass(frozen=True, slots=True)

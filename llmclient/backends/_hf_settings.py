@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llmclient._settings import Settings
+
 DEFAULT_MAX_NEW_TOKENS = 256
 """Tokens generated when neither the call nor the backend's ``defaults`` set ``max_new_tokens``."""
 
 
 @dataclass(frozen=True)
-class HuggingFaceSettings:
+class HuggingFaceSettings(Settings):
     """How to load and run a local Hugging Face model.
 
     Every field has a default, so ``llmclient.load("hf:smollm2")`` needs none of them.

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
+from llmclient._settings import read_settings
 from llmclient.backend import ChatBackend, Messages
 from llmclient.backends._hf_settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
-from llmclient.config import BackendConfig, read_settings
+from llmclient.config import BackendConfig
 from llmclient.errors import LLMClientError, ModelLoadError
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
 
@@ -154,7 +155,7 @@ class HuggingFaceBackend(ChatBackend):
                 yield delta
 
     async def _achat_many(
-        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+        self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
         """Batched: every request is prepared, then all go to the batch worker at once.
 
@@ -169,8 +170,6 @@ class HuggingFaceBackend(ChatBackend):
         waiting: list[tuple[int, Pending, asyncio.Future[Outcome]]] = []
         for index, job in enumerate(jobs):
             if isinstance(job, LLMClientError):
-                if not return_exceptions:
-                    raise job
                 results[index] = job
             else:
                 waiting.append((index, *Pending.on_loop(job)))
@@ -181,8 +180,6 @@ class HuggingFaceBackend(ChatBackend):
                 try:
                     results[index] = self._finish(self._response(await future), started)
                 except LLMClientError as exc:
-                    if not return_exceptions:
-                        raise
                     results[index] = exc
         finally:
             for _, _, future in waiting:

@@ -19,6 +19,7 @@ import httpx2
 from typing_extensions import Unpack
 
 from llmclient._http import AiohttpTransport, map_transport_error
+from llmclient._settings import Settings, read_settings
 from llmclient.backend import ChatBackend, Messages
 from llmclient.backends._chat_completions import (
     DONE,
@@ -31,7 +32,7 @@ from llmclient.backends._chat_completions import (
     parse_completion,
 )
 from llmclient.backends._presets import PRESETS, Preset
-from llmclient.config import BackendConfig, read_settings
+from llmclient.config import BackendConfig
 from llmclient.errors import BackendUnavailableError, ConfigError, LLMClientError
 from llmclient.retry import RetryPolicy
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
@@ -40,7 +41,7 @@ logger = logging.getLogger("llmclient")
 
 
 @dataclass(frozen=True)
-class OpenAICompatibleSettings:
+class OpenAICompatibleSettings(Settings):
     """Settings of an OpenAI-compatible backend, as written in ``llmclient.toml``."""
 
     base_url: str | None = None
@@ -273,7 +274,7 @@ class OpenAICompatibleBackend(ChatBackend):
             await response.aclose()
 
     async def _achat_many(
-        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+        self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
         if concurrency > self._max_connections:
             logger.warning(
@@ -282,7 +283,7 @@ class OpenAICompatibleBackend(ChatBackend):
                 concurrency,
                 self._max_connections,
             )
-        return await super()._achat_many(requests, concurrency, return_exceptions)
+        return await super()._achat_many(requests, concurrency)
 
     # -- the rest of the interface ----------------------------------------------------------
 

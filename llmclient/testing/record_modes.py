@@ -27,7 +27,7 @@ RECORD_MODES: tuple[RecordMode, ...] = get_args(RecordMode)
 def check_mode(mode: str) -> RecordMode:
     """``mode`` as a :data:`RecordMode`; a :class:`ConfigError` naming the choices if it is not one."""
     if mode not in RECORD_MODES:
-        from llmclient.config import suggest
+        from llmclient._settings import suggest
 
         raise ConfigError(
             f"unknown record mode {mode!r}{suggest(str(mode), RECORD_MODES)}; use one of {RECORD_MODES}"

@@ -412,7 +412,7 @@ def test_chat_many_raises_the_first_error_by_default(backend: ReverseBackend) ->
         backend.chat_many(["ok", FAIL, "fine"])
 
 
-def test_chat_many_raises_the_error_that_happens_first() -> None:
+def test_chat_many_raises_the_first_failure_in_input_order_once_every_item_has_settled() -> None:
     class TwoFailures(ManyBackend):
         async def _achat(self, request: ChatRequest) -> ChatResponse:
             prompt = request.messages[-1].text
@@ -423,7 +423,7 @@ def test_chat_many_raises_the_error_that_happens_first() -> None:
                 raise RateLimitError("early failure")
             return await super()._achat(request)
 
-    with TwoFailures() as b, pytest.raises(RateLimitError, match="early failure"):
+    with TwoFailures() as b, pytest.raises(BackendUnavailableError, match="late failure"):
         b.chat_many(["late", "19", "early"])
 
 

@@ -12,7 +12,9 @@ import pytest
 
 import llmclient
 from llmclient import BackendConfig, ChatBackend, ChatRequest, ChatResponse, ConfigError, GenerationParams
-from llmclient.config import ConfigFile, find_config_file, read_settings, resolve
+from llmclient._settings import Settings as BaseSettings
+from llmclient._settings import read_settings
+from llmclient.config import ConfigFile, find_config_file, resolve
 from llmclient.registry import register, unregister
 
 TYPE = "config-test-echo"
@@ -408,7 +410,7 @@ def test_two_backends_and_no_default_is_no_choice(tmp_path: Path) -> None:
 
 
 @dataclass
-class Settings:
+class Settings(BaseSettings):
     """A backend type's settings, as a type declares them."""
 
     base_url: str

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llmclient._settings import read_settings
 from llmclient.backends._chat_completions import parse_completion
 from llmclient.backends.openai_compat import OpenAICompatibleSettings, _StreamReader
-from llmclient.config import BackendConfig, read_settings
+from llmclient.config import BackendConfig
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.stream import StreamAccumulator
 from llmclient.testing.chat_cassette import Cassette

@@ -393,10 +393,10 @@ class BatchingEcho(ChatBackend):
         return ChatResponse(text=text.upper(), finish_reason="stop", usage=Usage(3, 1), model=self.model)
 
     async def _achat_many(
-        self, requests: Sequence[ChatRequest], concurrency: int, return_exceptions: bool
+        self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
         self.batches.append(len(requests))
-        return await super()._achat_many(requests, concurrency, return_exceptions)
+        return await super()._achat_many(requests, concurrency)
 
 
 def test_chat_many_sends_only_the_missing_requests_to_the_inner_batch(tmp_path: Path) -> None:
