@@ -25,13 +25,14 @@ from typing import Any, ClassVar, Literal, overload
 from typing_extensions import Self, Unpack
 
 from llmclient._bridge import LoopThread, call_in_thread, iterate_in_thread
-from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError
 from llmclient.stream import AsyncChatStream, ChatStream
 from llmclient.types import (
     ChatRequest,
     ChatResponse,
     GenerationOptions,
     GenerationParams,
+    Message,
     MessageLike,
     StreamDelta,
     to_messages,
@@ -75,6 +76,7 @@ class ChatBackend(ABC):
         self.name = name or self.type_name
         self.defaults = defaults or GenerationParams()
         self._loop_thread = LoopThread(f"llmclient-{self.name}")
+        self._closed = False
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class ChatBackend(ABC):
         batch. With ``return_exceptions=True`` a failed item holds its
         :class:`~llmclient.errors.LLMClientError` instead of the first failure raising.
         """
-        requests = [self.prepare(c, options) for c in conversations]
+        requests = self._prepare_many(conversations, options)
         return _settled(self._chat_many(requests, _concurrency(concurrency)), return_exceptions)
 
     @overload
@@ -232,7 +234,7 @@ class ChatBackend(ABC):
         **options: Unpack[GenerationOptions],
     ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
         """Async :meth:`chat_many`."""
-        requests = [self.prepare(c, options) for c in conversations]
+        requests = self._prepare_many(conversations, options)
         return _settled(await self._achat_many(requests, _concurrency(concurrency)), return_exceptions)
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
@@ -250,11 +252,16 @@ class ChatBackend(ABC):
 
     def prepare(self, messages: Messages, options: Mapping[str, Any]) -> ChatRequest:
         """Check ``messages`` and ``options`` and merge the options over the backend's defaults."""
+        if self._closed:
+            raise _closed_error()
         params = self.defaults.merged(GenerationParams.from_options(options)) if options else self.defaults
         return ChatRequest(messages=tuple(to_messages(messages)), params=params)
 
     def close(self) -> None:
-        """Release the model or connections. The backend may not be used afterwards."""
+        """Release the model or connections. Later calls raise
+        :class:`~llmclient.errors.BackendUnavailableError` ("the backend was closed").
+        """
+        self._closed = True
         try:
             self._close()
         finally:
@@ -262,6 +269,7 @@ class ChatBackend(ABC):
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
+        self._closed = True
         await self._aclose()
         self._loop_thread.close()
 
@@ -285,6 +293,17 @@ class ChatBackend(ABC):
         return f"{type(self).__name__}(name={self.name!r}, model={self.model!r})"
 
     # -- shared helpers ----------------------------------------------------------------------
+
+    def _prepare_many(
+        self, conversations: Iterable[Messages], options: Mapping[str, Any]
+    ) -> list[ChatRequest]:
+        """A checked request for each conversation; one string or message is refused, not iterated."""
+        if isinstance(conversations, (str, bytes, Mapping, Message)):
+            raise InvalidRequestError(
+                f"chat_many takes a list of conversations, got one {type(conversations).__name__}: "
+                f"use chat() for one conversation, or pass [prompt] to chat_many"
+            )
+        return [self.prepare(c, options) for c in conversations]
 
     async def _timed_achat(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
@@ -394,6 +413,13 @@ def _settled(
         if failed is not None:
             raise failed
     return results
+
+
+def _closed_error() -> BackendUnavailableError:
+    """What a call on a closed backend raises: final, so it is never retried."""
+    error = BackendUnavailableError("the backend was closed; build a new one to go on")
+    error.retryable = False
+    return error
 
 
 def _concurrency(value: int | None) -> int:

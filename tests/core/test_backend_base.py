@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -510,17 +511,15 @@ def test_chat_many_twice_reuses_the_backends_loop_thread() -> None:
     assert not loop_thread.is_alive()  # leaving the with block closed the backend and its loop
 
 
-def test_close_stops_the_loop_thread_and_a_later_call_starts_a_new_one() -> None:
+def test_close_stops_the_loop_thread_and_a_later_call_is_refused() -> None:
     b = ManyBackend(delay=0)
     b.chat_many(["1"])
     first = b.loop_threads[-1]
     b.close()
     assert not first.is_alive()
-    b.chat_many(["2"])
-    second = b.loop_threads[-1]
-    assert second is not first and second.is_alive()
-    b.close()
-    assert not second.is_alive()
+    with pytest.raises(BackendUnavailableError, match="the backend was closed"):
+        b.chat_many(["2"])
+    assert b.loop_threads == [first]
 
 
 def test_the_context_manager_calls_close_hook_once() -> None:
@@ -581,3 +580,30 @@ def test_chat_many_with_errors_keeps_positions_for_many_items(backend: ReverseBa
     prompts = [FAIL if i % 3 == 0 else f"p{i}" for i in range(12)]
     results = backend.chat_many(prompts, return_exceptions=True, concurrency=5)
     assert _texts(results) == ["RateLimitError" if p == FAIL else p[::-1] for p in prompts]
+
+
+@pytest.mark.parametrize("one", ["one prompt", {"role": "user", "content": "hi"}])
+def test_chat_many_refuses_one_conversation_not_iterating_it(backend: ReverseBackend, one: Any) -> None:
+    with pytest.raises(InvalidRequestError, match=r"list of conversations.*use chat\(\)"):
+        backend.chat_many(one)
+
+
+async def test_achat_many_refuses_one_prompt_string(backend: ReverseBackend) -> None:
+    with pytest.raises(InvalidRequestError, match="list of conversations"):
+        await backend.achat_many("one prompt")
+
+
+def test_calls_after_close_say_the_backend_was_closed_and_are_not_retryable() -> None:
+    backend = ReverseBackend()
+    backend.close()
+    for call in (lambda: backend.chat("ab"), lambda: backend.stream("ab"), lambda: backend.chat_many(["ab"])):
+        with pytest.raises(BackendUnavailableError, match="the backend was closed") as caught:
+            call()
+        assert caught.value.retryable is False
+
+
+async def test_async_calls_after_aclose_say_the_backend_was_closed() -> None:
+    backend = ReverseBackend()
+    await backend.aclose()
+    with pytest.raises(BackendUnavailableError, match="the backend was closed"):
+        await backend.achat("ab")
