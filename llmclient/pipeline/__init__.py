@@ -11,23 +11,30 @@
     )
     print(summary)
 
-A rerun with the same output skips rows already done; see :func:`arun` for every option.
+A rerun with the same output skips rows already done; see :func:`arun` and :class:`RunOptions` for
+every option.
 """
 
+from llmclient.pipeline.keys import MissingIdFieldError, row_key, run_fingerprint
+from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.progress import RunSummary
 from llmclient.pipeline.prompt import PromptTemplate, TemplateError
 from llmclient.pipeline.results import ResultsFile
 from llmclient.pipeline.rows import read_rows
-from llmclient.pipeline.runner import arun, row_key, run, run_fingerprint
+from llmclient.pipeline.runner import arun, arun_with, run, run_with
 
 __all__ = [
+    "MissingIdFieldError",
     "PromptTemplate",
     "ResultsFile",
+    "RunOptions",
     "RunSummary",
     "TemplateError",
     "arun",
+    "arun_with",
     "read_rows",
     "row_key",
     "run",
     "run_fingerprint",
+    "run_with",
 ]

@@ -24,8 +24,6 @@ class Finished:
     """Keys of rows with a successful line."""
     failed: set[str] = field(default_factory=set)
     """Keys of rows whose last line is an error."""
-    cut_bytes: int = 0
-    """Bytes of a partial last line that was cut off (a run killed mid-write)."""
 
 
 class ResultsFile:
@@ -37,35 +35,44 @@ class ResultsFile:
         self._fd: int | None = None
 
     def scan(self) -> Finished:
-        """Read the finished keys and repair a partial last line left by a killed run."""
+        """Read the finished keys and repair a partial last line left by a killed run.
+
+        The file is read one line at a time, so memory holds the keys, never the file. The partial
+        line is cut off only once every complete line has been read as a result line: a file that
+        is not a results file is refused untouched.
+        """
         finished = Finished()
         if not self.path.exists():
             return finished
+        complete = 0
         with self.path.open("rb") as handle:
-            data = handle.read()
-        complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            finished.cut_bytes = len(data) - complete
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
+                    break  # the partial last line of a killed run
+                complete += len(line)
+                if line.strip():
+                    self._read_line(line, number, finished)
+            size = os.fstat(handle.fileno()).st_size
+        if complete < size:
             with self.path.open("r+b") as handle:
                 handle.truncate(complete)
-        for number, line in enumerate(data[:complete].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key = record["key"]
-                ok = record["status"] == "ok"
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidRequestError(
-                    f"{self.path}:{number} is not a llmclient result line ({exc}); "
-                    f"write to a new output file or remove that line"
-                ) from exc
-            if ok:
-                finished.done.add(key)
-                finished.failed.discard(key)
-            elif key not in finished.done:
-                finished.failed.add(key)
         return finished
+
+    def _read_line(self, line: bytes, number: int, finished: Finished) -> None:
+        try:
+            record = json.loads(line)
+            key = record["key"]
+            ok = record["status"] == "ok"
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidRequestError(
+                f"{self.path}:{number} is not a llmclient result line ({exc}); "
+                f"write to a new output file or remove that line"
+            ) from exc
+        if ok:
+            finished.done.add(key)
+            finished.failed.discard(key)
+        elif key not in finished.done:
+            finished.failed.add(key)
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record as one line, in one write, and hand it to the OS at once."""

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmclient.backend import ChatBackend
 from llmclient.config import BackendConfig
 from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.pipeline.keys import MissingIdFieldError, identify, run_fingerprint
+from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.progress import Progress, RunSummary
-from llmclient.pipeline.prompt import PromptTemplate, TemplateError
+from llmclient.pipeline.prompt import TemplateError
 from llmclient.pipeline.results import Finished, ResultsFile
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
-from llmclient.types import ChatResponse, GenerationParams, Message
+from llmclient.types import ChatResponse, Message, MessageLike
 
 BackendSpec = ChatBackend | str | Mapping[str, Any] | BackendConfig
 """A backend, or anything :func:`llmclient.load` takes."""
+
+T = TypeVar("T")
 
 
 class _RateLimit:
@@ -42,62 +44,28 @@ class _RateLimit:
         await asyncio.sleep(start - now)
 
 
-def run_fingerprint(prompt: PromptTemplate, params: GenerationParams, model: str) -> str:
-    """A digest of everything that shapes each row's prompt and reply: template, parameters, model."""
-    payload = {
-        "prompt": prompt.fingerprint(),
-        "params": {k: v for k, v in asdict(params).items() if v is not None and v != {}},
-        "model": model,
-    }
-    return _digest(payload)
-
-
-def row_key(identity: Any, fingerprint: str) -> str:
-    """The resume key of a row: what the row is (its id, or its fields) under one run fingerprint."""
-    return _digest({"row": identity, "run": fingerprint})
-
-
-def _digest(payload: Any) -> str:
-    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
-
-
 class _Run:
+    """One run's state: what it writes for each row, and the counts of its summary."""
+
     def __init__(
         self,
         backend: ChatBackend,
-        prompt: PromptTemplate,
-        params: GenerationParams,
+        options: RunOptions,
         results: ResultsFile,
         summary: RunSummary,
         progress: Progress,
-        *,
-        id_field: str | None,
-        keep_fields: Sequence[str] | None,
     ) -> None:
         self.backend = backend
-        self.prompt = prompt
-        self.params = params
+        self.options = options
         self.results = results
         self.summary = summary
         self.progress = progress
-        self.id_field = id_field
-        self.keep_fields = keep_fields
-        self.options: dict[str, Any] = {k: v for k, v in asdict(params).items() if v is not None}
-        self.fingerprint = run_fingerprint(prompt, params, backend.model)
-
-    def identify(self, index: int, row: Mapping[str, Any]) -> tuple[Any, str]:
-        if self.id_field is None:
-            return index, row_key(row, self.fingerprint)
-        if self.id_field not in row:
-            raise TemplateError(
-                f"row {index} has no id field {self.id_field!r}; row fields: {', '.join(sorted(row))}"
-            )
-        row_id = row[self.id_field]
-        return row_id, row_key({self.id_field: row_id}, self.fingerprint)
+        self.params: dict[str, Any] = {k: v for k, v in asdict(options.generation).items() if v is not None}
+        self.fingerprint = run_fingerprint(options.prompt, options.generation, backend.model)
 
     def record(self, row_id: Any, key: str, row: Mapping[str, Any]) -> dict[str, Any]:
-        fields = row if self.keep_fields is None else {k: row[k] for k in self.keep_fields if k in row}
+        keep = self.options.keep_fields
+        fields = row if keep is None else {k: row[k] for k in keep if k in row}
         return {
             "row_id": row_id,
             "key": key,
@@ -150,12 +118,23 @@ class _Run:
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: _RateLimit) -> None:
         await rate.wait()
         try:
-            reply = await self.backend.achat(messages, **self.options)
+            reply = await self.backend.achat(messages, **self.params)
         except LLMClientError as error:
             self.write_error(base, error)
         else:
             self.write_reply(base, reply)
         self.progress.update()
+
+    def count(self, messages: list[Message], window: int | None) -> None:
+        """A dry run's row: its prompt tokens, and whether it fits the context window."""
+        backend = self.backend
+        if not backend.can_count_tokens:
+            return
+        tokens = backend.count_tokens(messages)
+        self.summary.prompt_tokens += tokens
+        wanted = self.options.generation.max_new_tokens or backend.defaults.max_new_tokens or 0
+        if window is not None and tokens + wanted > window:
+            self.summary.over_window += 1
 
 
 async def arun(
@@ -163,9 +142,9 @@ async def arun(
     rows: RowSource,
     *,
     template: str,
-    output: str | Path,
+    output: str | os.PathLike[str],
     system: str | None = None,
-    few_shot: Sequence[Mapping[str, Any]] = (),
+    few_shot: Sequence[MessageLike] = (),
     params: Mapping[str, Any] | None = None,
     id_field: str | None = None,
     keep_fields: Sequence[str] | None = None,
@@ -184,95 +163,104 @@ async def arun(
     ``retry_failed``. At most ``concurrency`` requests are in flight, and at most
     ``requests_per_minute`` start per minute. A ``dry_run`` renders every prompt and counts tokens
     (where the backend can) without calling the model. ``progress`` shows a bar on stderr (default:
-    when stderr is a terminal). Returns a :class:`RunSummary`; failed rows do not raise, their
-    errors are in the results file.
+    when stderr is a terminal). Every option is described on :class:`RunOptions`. Returns a
+    :class:`RunSummary`; failed rows do not raise, their errors are in the results file.
     """
-    if concurrency < 1:
-        raise InvalidRequestError(f"concurrency must be >= 1, got {concurrency}")
-    owned = not isinstance(backend, ChatBackend)
-    chat_backend = _load(backend)
-    try:
-        return await _execute(
-            chat_backend,
-            rows,
-            PromptTemplate(template, system, tuple(few_shot)),
-            GenerationParams.from_options(params or {}),
-            ResultsFile(output, fsync=fsync),
-            id_field=id_field,
-            keep_fields=keep_fields,
-            concurrency=concurrency,
-            requests_per_minute=requests_per_minute,
-            retry_failed=retry_failed,
-            dry_run=dry_run,
-            limit=limit,
-            progress=progress,
-        )
-    finally:
-        if owned:
-            await chat_backend.aclose()
+    options = RunOptions(
+        template=template,
+        output=output,
+        system=system,
+        few_shot=few_shot,
+        params=params or {},
+        id_field=id_field,
+        keep_fields=keep_fields,
+        concurrency=concurrency,
+        requests_per_minute=requests_per_minute,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+        limit=limit,
+        progress=progress,
+        fsync=fsync,
+    )
+    return await arun_with(backend, rows, options)
 
 
-def _load(backend: BackendSpec) -> ChatBackend:
+def run(backend: BackendSpec, rows: RowSource, **options: Any) -> RunSummary:
+    """Sync :func:`arun`: the same arguments; call it from code that is not async."""
+    return _sync(lambda: arun(backend, rows, **options))
+
+
+async def arun_with(backend: BackendSpec, rows: RowSource, options: RunOptions) -> RunSummary:
+    """:func:`arun` with its options already built: what the ``llmclient run`` command calls.
+
+    A backend given as a spec (a name, a dict, a :class:`BackendConfig`) is loaded here and closed at
+    the end; a :class:`ChatBackend` is the caller's to close.
+    """
     if isinstance(backend, ChatBackend):
-        return backend
+        return await _execute(backend, rows, options)
     from llmclient.config import load
 
-    return load(backend)
+    owned = load(backend)
+    try:
+        return await _execute(owned, rows, options)
+    finally:
+        await owned.aclose()
 
 
-async def _execute(
-    backend: ChatBackend,
-    rows: RowSource,
-    prompt: PromptTemplate,
-    params: GenerationParams,
-    results: ResultsFile,
-    *,
-    id_field: str | None,
-    keep_fields: Sequence[str] | None,
-    concurrency: int,
-    requests_per_minute: float | None,
-    retry_failed: bool,
-    dry_run: bool,
-    limit: int | None,
-    progress: bool | None,
-) -> RunSummary:
+def run_with(backend: BackendSpec, rows: RowSource, options: RunOptions) -> RunSummary:
+    """Sync :func:`arun_with`."""
+    return _sync(lambda: arun_with(backend, rows, options))
+
+
+def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    raise InvalidRequestError(
+        "pipeline.run() was called inside a running event loop; use 'await pipeline.arun(...)'"
+    )
+
+
+async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -> RunSummary:
     started = time.perf_counter()
-    summary = RunSummary(output=results.path, dry_run=dry_run)
-    bar = Progress(summary, enabled=progress)
+    results = ResultsFile(options.output, fsync=options.fsync)
+    summary = RunSummary(output=results.path, dry_run=options.dry_run)
+    bar = Progress(summary, enabled=options.progress)
     if bar.enabled:
         bar.expected = count_rows(rows)
     finished = results.scan() if results.path.exists() else Finished()
-    run = _Run(backend, prompt, params, results, summary, bar, id_field=id_field, keep_fields=keep_fields)
-    rate = _RateLimit(requests_per_minute)
-    window = getattr(backend, "context_window", None)
+    run = _Run(backend, options, results, summary, bar)
+    rate = _RateLimit(options.requests_per_minute)
+    window = backend.context_window if options.dry_run else None
     seen: set[str] = set()
     in_flight: set[asyncio.Task[None]] = set()
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(options.concurrency)
     try:
         for index, row in enumerate(read_rows(rows)):
-            if limit is not None and index >= limit:
+            if options.limit is not None and index >= options.limit:
                 break
             summary.total += 1
             try:
-                row_id, key = run.identify(index, row)
-            except TemplateError as error:
+                row_id, key = identify(index, row, options.id_field, run.fingerprint)
+            except MissingIdFieldError as error:
                 run.write_error(run.record(index, f"no-id-{index}", row), error)
                 continue
             if key in seen:
                 summary.duplicates += 1
                 continue
             seen.add(key)
-            if key in finished.done or (key in finished.failed and not retry_failed):
+            if key in finished.done or (key in finished.failed and not options.retry_failed):
                 summary.skipped += 1
                 continue
             base = run.record(row_id, key, row)
             try:
-                messages = prompt.render(row)
+                messages = options.prompt.render(row)
             except TemplateError as error:
                 run.write_error(base, error)
                 continue
-            if dry_run:
-                _count(backend, messages, params, window, summary)
+            if options.dry_run:
+                run.count(messages, window)
                 continue
             await gate.acquire()
             task = asyncio.ensure_future(run.answer(base, messages, rate))
@@ -288,30 +276,3 @@ async def _execute(
         summary.wall_time = time.perf_counter() - started
         bar.close()
     return summary
-
-
-def _count(
-    backend: ChatBackend,
-    messages: list[Message],
-    params: GenerationParams,
-    window: int | None,
-    summary: RunSummary,
-) -> None:
-    if not backend.can_count_tokens:
-        return
-    tokens = backend.count_tokens(messages)
-    summary.prompt_tokens += tokens
-    wanted = params.max_new_tokens or backend.defaults.max_new_tokens or 0
-    if window is not None and tokens + wanted > window:
-        summary.over_window += 1
-
-
-def run(backend: BackendSpec, rows: RowSource, **options: Any) -> RunSummary:
-    """Sync :func:`arun`: the same arguments; call it from code that is not async."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(arun(backend, rows, **options))
-    raise InvalidRequestError(
-        "pipeline.run() was called inside a running event loop; use 'await pipeline.arun(...)'"
-    )

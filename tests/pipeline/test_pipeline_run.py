@@ -13,7 +13,7 @@ import pytest
 from pipeline_support import read_results, write_jsonl
 
 from llmclient import pipeline
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import InvalidRequestError
 from llmclient.pipeline.progress import Progress, RunSummary
 from llmclient.testing.server import LoopbackServer, OpenAIHandler
@@ -91,6 +91,23 @@ def test_a_missing_field_fails_only_that_row_and_names_the_field(backend, tmp_pa
     assert len(failed) == 1 and failed[0]["input"] == {"foods": "b"}
     assert "'comment' is undefined" in failed[0]["error"]["message"]
     assert failed[0]["error"]["type"] == "TemplateError"
+
+
+def test_a_row_without_the_id_field_fails_with_its_own_error_naming_field_row_and_fix(
+    backend, tmp_path
+) -> None:
+    rows = [{"id": "a", "foods": "x"}, {"foods": "y"}, {"id": "c", "foods": "z"}]
+    out = tmp_path / "out.jsonl"
+    summary = pipeline.run(backend, rows, template="{{ foods }}", output=out, id_field="id")
+    assert (summary.done, summary.failed) == (2, 1)
+    failed = next(r for r in read_results(out) if r["status"] == "error")
+    assert failed["row_id"] == 1 and failed["input"] == {"foods": "y"}
+    assert failed["error"]["type"] == "MissingIdFieldError"
+    message = failed["error"]["message"]
+    assert "row 1 has no id field 'id' (row fields: foods)" in message
+    assert "--id-field" in message and "id_field=" in message
+    assert issubclass(pipeline.MissingIdFieldError, InvalidRequestError)
+    assert not issubclass(pipeline.MissingIdFieldError, pipeline.TemplateError)
 
 
 def test_template_syntax_errors_are_reported_before_any_row(backend, tmp_path) -> None:

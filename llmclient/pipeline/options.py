@@ -1,0 +1,83 @@
+"""Everything a run is asked to do, besides the backend and the rows: one frozen, checked object.
+
+:func:`llmclient.pipeline.run` builds it from its keyword arguments and the ``llmclient run``
+command from its flags; the runner reads it and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from llmclient.errors import InvalidRequestError
+from llmclient.pipeline.prompt import PromptTemplate
+from llmclient.types import GenerationParams, MessageLike
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a prompt over a dataset: the prompt, where results go, and how fast and how much.
+
+    Built once, checked once: a bad value (``concurrency`` below 1, a template with a syntax error,
+    an unknown generation parameter) raises here, before any backend is loaded or row is read.
+    """
+
+    template: str
+    """Jinja2 source of the user message, rendered with each row's fields."""
+    output: str | os.PathLike[str]
+    """The results file (JSON Lines), appended to; a rerun skips rows it already holds."""
+    system: str | None = None
+    """An optional system message (also a template)."""
+    few_shot: Sequence[MessageLike] = ()
+    """Example turns placed between the system message and each row's turn."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Generation parameters for every row (``max_new_tokens``, ``temperature``, ...)."""
+    id_field: str | None = None
+    """The field that identifies a row; by default a row is identified by all its fields."""
+    keep_fields: Sequence[str] | None = None
+    """Input fields copied into each result line; by default all of them."""
+    concurrency: int = 16
+    """Requests in flight at most; at least 1."""
+    requests_per_minute: float | None = None
+    """Request starts per minute at most; ``None`` for no limit."""
+    retry_failed: bool = False
+    """Try again the rows that failed in an earlier run (by default they are skipped)."""
+    dry_run: bool = False
+    """Render every prompt and count tokens where the backend can; call no model, write nothing."""
+    limit: int | None = None
+    """Only the first ``limit`` rows of the input."""
+    progress: bool | None = None
+    """Show a progress bar on stderr; by default when stderr is a terminal."""
+    fsync: bool = False
+    """Flush each result line to disk, so it survives a power loss (a disk flush per row)."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise InvalidRequestError(f"concurrency must be >= 1, got {self.concurrency}")
+        # Copies, so the caller's lists and dicts changing later cannot change a run in flight.
+        object.__setattr__(self, "few_shot", tuple(self.few_shot))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        if self.keep_fields is not None:
+            object.__setattr__(self, "keep_fields", tuple(self.keep_fields))
+        self.prompt  # noqa: B018 - a template syntax error is reported before any row runs
+        self.generation  # noqa: B018 - so is an unknown or out-of-range parameter
+
+    @functools.cached_property
+    def prompt(self) -> PromptTemplate:
+        """The compiled prompt: template, system message and few-shot turns."""
+        return PromptTemplate(self.template, self.system, tuple(self.few_shot))
+
+    @functools.cached_property
+    def generation(self) -> GenerationParams:
+        """``params``, checked."""
+        return GenerationParams.from_options(self.params)
+
+    @property
+    def path(self) -> Path:
+        """``output`` as a path."""
+        return Path(self.output)
