@@ -21,9 +21,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    os.environ.setdefault("LLMCLIENT_CONFIG", str(HERE / "llmclient.toml"))
+    config_path = os.environ.get("LLMCLIENT_CONFIG") or HERE / "llmclient.toml"
     try:
-        backend = llmclient.load()  # LLMCLIENT_BACKEND, else the file's default ("local")
+        backend = llmclient.load(config_path=config_path)  # LLMCLIENT_BACKEND, else the file's default
     except llmclient.ConfigError as error:
         print(f"configuration problem: {error}", file=sys.stderr)
         return 2

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmclient.backend import ChatBackend
-from llmclient.config import CONFIG_ENV, ConfigFile, find_config_file, load
+from llmclient.config import CONFIG_ENV, ConfigFile, find_config_file, load, resolve
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.types import Message
 
@@ -145,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="llmclient: %(levelname)s %(message)s"
     )
-    if args.config:
-        os.environ[CONFIG_ENV] = str(args.config)
     try:
         handler = {"run": _run, "chat": _chat, "render": _render, "backends": _backends}[args.command]
         return handler(args)
@@ -175,17 +172,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llmclient import pipeline
+    from llmclient.pipeline import RunOptions, run_with
 
     few_shot_text = _read(args.few_shot, "few-shot")
-    few_shot = json.loads(few_shot_text) if few_shot_text else []
-    summary = pipeline.run(
-        args.backend,
-        args.input,
+    options = RunOptions(
         template=args.template if args.template is not None else _read(args.template_file, "template") or "",
         output=args.output,
         system=args.system if args.system is not None else _read(args.system_file, "system"),
-        few_shot=few_shot,
+        few_shot=json.loads(few_shot_text) if few_shot_text else (),
         params=_options(args),
         id_field=args.id_field,
         keep_fields=args.keep_fields.split(",") if args.keep_fields else None,
@@ -197,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         fsync=args.fsync,
     )
+    summary = run_with(resolve(args.backend, config_path=args.config), args.input, options)
     print(summary)
     if summary.failed:
         print(
@@ -218,7 +213,7 @@ def _prompt(args: argparse.Namespace) -> list[Message]:
 
 def _chat(args: argparse.Namespace) -> int:
     interactive = args.interactive or (not args.prompt and sys.stdin.isatty())
-    with load(args.backend) as backend:
+    with load(args.backend, config_path=args.config) as backend:
         if interactive:
             return _interactive(backend, args)
         _answer(backend, _prompt(args), args)
@@ -255,7 +250,7 @@ def _interactive(backend: ChatBackend, args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    with load(args.backend) as backend:
+    with load(args.backend, config_path=args.config) as backend:
         print(backend.render_prompt(_prompt(args), **_options(args)))
     return EXIT_OK
 
@@ -263,7 +258,7 @@ def _render(args: argparse.Namespace) -> int:
 def _backends(args: argparse.Namespace) -> int:
     from llmclient.registry import backend_types
 
-    path = find_config_file()
+    path = find_config_file(args.config)
     failures = 0
     if path is None:
         print(
@@ -277,16 +272,16 @@ def _backends(args: argparse.Namespace) -> int:
             marker = " (default)" if name == config.default else ""
             status = ""
             if args.check:
-                status = "  " + _check(name)
+                status = "  " + _check(name, path)
                 failures += not status.strip().startswith("ok")
             print(f"  {name}{marker}: {backend.type} {backend.model}{status}")
     print(f"backend types: {', '.join(backend_types())}")
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _check(name: str) -> str:
+def _check(name: str, path: Path) -> str:
     try:
-        with load(name) as backend:
+        with load(name, config_path=path) as backend:
             reply = backend.chat("Say OK.", max_new_tokens=4)
     except LLMClientError as error:
         return f"FAILED: {type(error).__name__}: {error}"

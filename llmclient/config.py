@@ -1,6 +1,7 @@
 """Choosing and configuring a backend: a TOML file, a dict, or a ``provider:model`` string.
 
-The file is ``llmclient.toml`` in the working directory, or the path in ``LLMCLIENT_CONFIG``::
+The file is the one passed as ``config_path=``, else the path in ``LLMCLIENT_CONFIG``, else
+``llmclient.toml`` in the working directory::
 
     default = "local"            # LLMCLIENT_BACKEND overrides this
 
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmclient._settings import COMMON_KEYS, suggest
+from llmclient._settings import COMMON_KEYS, Settings, read_settings, suggest
 from llmclient.errors import ConfigError, InvalidRequestError
+from llmclient.registry import get_factory
 from llmclient.types import GenerationParams
 
 if TYPE_CHECKING:
@@ -37,6 +39,23 @@ CONFIG_ENV = "LLMCLIENT_CONFIG"
 BACKEND_ENV = "LLMCLIENT_BACKEND"
 """Environment variable naming the backend ``load()`` picks when given no spec."""
 CONFIG_FILENAME = "llmclient.toml"
+
+ConfigPath = str | os.PathLike[str]
+"""The path of a config file, given explicitly (``config_path=``, the command's ``--config``)."""
+
+__all__ = [
+    "BACKEND_ENV",
+    "CONFIG_ENV",
+    "CONFIG_FILENAME",
+    "BackendConfig",
+    "ConfigFile",
+    "ConfigPath",
+    "Settings",
+    "find_config_file",
+    "load",
+    "read_settings",
+    "resolve",
+]
 
 _TOP_KEYS = ("default", "backends")
 
@@ -179,8 +198,14 @@ class ConfigFile:
             ) from None
 
 
-def find_config_file() -> Path | None:
-    """The config file in force: ``$LLMCLIENT_CONFIG``, else ``./llmclient.toml`` if it exists."""
+def find_config_file(config_path: ConfigPath | None = None) -> Path | None:
+    """The config file in force: ``config_path``, else ``$LLMCLIENT_CONFIG``, else ``./llmclient.toml``.
+
+    The last only if it exists; ``None`` when there is no file at all. An empty ``config_path``
+    counts as not given.
+    """
+    if config_path:
+        return Path(config_path)
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env)
@@ -188,13 +213,15 @@ def find_config_file() -> Path | None:
     return local if local.is_file() else None
 
 
-def resolve(spec: str | Mapping[str, Any] | BackendConfig | None = None) -> BackendConfig:
+def resolve(
+    spec: str | Mapping[str, Any] | BackendConfig | None = None, *, config_path: ConfigPath | None = None
+) -> BackendConfig:
     """Turn any accepted spec into a :class:`BackendConfig` (see :func:`load`)."""
     if isinstance(spec, BackendConfig):
         return spec
     if isinstance(spec, Mapping):
         return BackendConfig.from_mapping(spec, source="config dict")
-    path = find_config_file()
+    path = find_config_file(config_path)
     file = ConfigFile.read(path) if path is not None else None
     if spec is None:
         spec = os.environ.get(BACKEND_ENV) or (file.default if file else None)
@@ -219,20 +246,24 @@ def resolve(spec: str | Mapping[str, Any] | BackendConfig | None = None) -> Back
     )
 
 
-def load(spec: str | Mapping[str, Any] | BackendConfig | None = None, **options: Any) -> ChatBackend:
+def load(
+    spec: str | Mapping[str, Any] | BackendConfig | None = None,
+    *,
+    config_path: ConfigPath | None = None,
+    **options: Any,
+) -> ChatBackend:
     """Build a backend.
 
     ``spec`` is a backend name from the config file, a ``provider:model`` string
     (``"openrouter:meta-llama/llama-3.1-8b-instruct"``, ``"hf:smollm2"``), a dict such as
     ``{"type": "openai", "model": "qwen", "base_url": "http://localhost:8000/v1"}``, or a
     :class:`BackendConfig`. With no spec, ``$LLMCLIENT_BACKEND`` names the backend, then the file's
-    ``default``. Keyword ``options`` override the settings: ``type``, ``model`` and ``name`` replace
-    the configured ones, ``defaults`` (a dict) is merged over the configured defaults, and the rest
-    override the type-specific settings.
+    ``default``. Names are looked up in ``config_path`` when given, else in the file
+    ``$LLMCLIENT_CONFIG`` names, else in ``./llmclient.toml``. Keyword ``options`` override the
+    settings: ``type``, ``model`` and ``name`` replace the configured ones, ``defaults`` (a dict) is
+    merged over the configured defaults, and the rest override the type-specific settings.
     """
-    from llmclient.registry import get_factory
-
-    config = resolve(spec)
+    config = resolve(spec, config_path=config_path)
     if options:
         common: dict[str, Any] = {k: options.pop(k) for k in ("type", "model", "name") if k in options}
         if "defaults" in options:

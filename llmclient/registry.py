@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from llmclient._settings import suggest
 from llmclient.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ def get_factory(type_name: str) -> BackendFactory:
         return _runtime[type_name]
     ep = _entry_points().get(type_name)
     if ep is None:
-        from llmclient._settings import suggest
-
         raise ConfigError(
             f"unknown backend type {type_name!r}{suggest(type_name, backend_types())}; "
             f"known types: {', '.join(backend_types())}. Third-party types register through the "

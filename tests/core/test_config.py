@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
 import llmclient
 from llmclient import BackendConfig, ChatBackend, ChatRequest, ChatResponse, ConfigError, GenerationParams
-from llmclient._settings import Settings as BaseSettings
-from llmclient._settings import read_settings
 from llmclient.config import ConfigFile, find_config_file, resolve
 from llmclient.registry import register, unregister
 
@@ -101,6 +97,38 @@ def test_a_missing_file_named_by_llmclient_config_is_an_error(
     monkeypatch.setenv("LLMCLIENT_CONFIG", str(missing))
     with pytest.raises(ConfigError, match=r"missing\.toml.*does not exist.*LLMCLIENT_CONFIG"):
         resolve()
+
+
+def test_config_path_names_the_file_without_the_environment(tmp_path: Path) -> None:
+    write(tmp_path / "llmclient.toml", 'default = "nope"\n')  # would be an error if it were read
+    elsewhere = tmp_path / "conf"
+    elsewhere.mkdir()
+    path = write(elsewhere / "mine.toml", TWO_BACKENDS)
+    assert find_config_file(path) == path
+    assert (resolve(config_path=path).name, resolve(config_path=str(path)).name) == ("local", "local")
+    assert resolve("remote", config_path=path).source == str(path)
+    backend = llmclient.load({"type": TYPE, "model": "m"}, config_path=path)  # a dict needs no file
+    assert backend.model == "m"
+
+
+def test_config_path_wins_over_llmclient_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCLIENT_CONFIG", str(write(tmp_path / "env.toml", 'default = "nope"\n')))
+    path = write(
+        tmp_path / "given.toml",
+        f"""
+        [backends.echo]
+        type = "{TYPE}"
+        model = "from-the-given-file"
+        """,
+    )
+    with llmclient.load("echo", config_path=path) as backend:
+        assert backend.model == "from-the-given-file"
+    assert resolve(config_path=path).name == "echo"  # its only backend
+
+
+def test_a_missing_config_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.toml.*does not exist"):
+        llmclient.load("local", config_path=tmp_path / "missing.toml")
 
 
 # -- choosing the backend -----------------------------------------------------------------------
@@ -404,113 +432,3 @@ def test_two_backends_and_no_default_is_no_choice(tmp_path: Path) -> None:
     write(tmp_path / "llmclient.toml", TWO_BACKENDS.replace('default = "local"', ""))
     with pytest.raises(ConfigError, match=r"no backend chosen: .*llmclient.toml has no 'default'"):
         resolve()
-
-
-# -- read_settings: a type's own settings, checked ----------------------------------------------
-
-
-@dataclass
-class Settings(BaseSettings):
-    """A backend type's settings, as a type declares them."""
-
-    base_url: str
-    timeout: float = 30.0
-    retries: int = 2
-    verbose: bool = False
-    mode: Literal["fast", "slow"] = "fast"
-    proxy: str | None = None
-    tags: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def settings_config(**options: object) -> BackendConfig:
-    return BackendConfig(
-        type="mytype", model="m", name="local", options=options, source="/etc/llmclient.toml", in_file=True
-    )
-
-
-def test_read_settings_builds_the_dataclass() -> None:
-    settings = read_settings(
-        Settings,
-        settings_config(
-            base_url="http://x",
-            timeout=5,  # an int is a fine float
-            retries=0,
-            verbose=True,
-            mode="slow",
-            proxy=None,
-            tags=["a", "b"],
-            headers={"X-Title": "t"},
-        ),
-    )
-    assert settings == Settings(
-        base_url="http://x",
-        timeout=5,
-        retries=0,
-        verbose=True,
-        mode="slow",
-        tags=["a", "b"],
-        headers={"X-Title": "t"},
-    )
-
-
-def test_read_settings_fills_in_field_defaults() -> None:
-    assert read_settings(Settings, settings_config(base_url="http://x")) == Settings(base_url="http://x")
-
-
-def test_an_unknown_setting_is_named_with_a_suggestion_and_the_allowed_names() -> None:
-    with pytest.raises(ConfigError) as info:
-        read_settings(Settings, settings_config(base_url="u", timout=3))
-    message = str(info.value)
-    assert "/etc/llmclient.toml [backends.local] timout = 3" in message
-    assert "unknown setting for type 'mytype'; did you mean 'timeout'?" in message
-    assert "Allowed: " in message and "retries" in message
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "expected"),
-    [
-        ("retries", 1.5, "expected int"),
-        ("retries", True, "expected int"),
-        ("retries", "3", "expected int"),
-        ("timeout", "30", "expected float"),
-        ("timeout", False, "expected float"),
-        ("verbose", 1, "expected bool"),
-        ("verbose", "yes", "expected bool"),
-        ("mode", "medium", "expected one of 'fast', 'slow'"),
-        ("proxy", 8080, "expected str or nothing (omit it)"),
-        ("tags", "a", "expected list of str"),
-        ("tags", ["a", 1], "expected list of str"),
-        ("headers", {"X-Retries": 3}, "expected dict of str, str"),
-        ("headers", ["X-Title"], "expected dict of str, str"),
-        ("base_url", None, "expected str"),
-    ],
-)
-def test_a_wrong_type_names_the_key_value_and_expected_type(key: str, value: object, expected: str) -> None:
-    options = {"base_url": "http://x", key: value}
-    with pytest.raises(ConfigError) as info:
-        read_settings(Settings, settings_config(**options))
-    message = str(info.value)
-    assert f"[backends.local] {key} = {value!r}: {expected}." in message
-    assert f"Fix the value of {key!r}" in message
-
-
-def test_a_missing_required_setting_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"\[backends.local\] base_url = None: missing. Set base_url"):
-        read_settings(Settings, settings_config(timeout=3))
-
-
-def test_settings_errors_from_a_file_name_the_file_and_table(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "llmclient.toml",
-        """
-        [backends.local]
-        type = "mytype"
-        model = "m"
-        base_url = "http://x"
-        retries = "many"
-        """,
-    )
-    with pytest.raises(ConfigError) as info:
-        read_settings(Settings, resolve())
-    assert f"{path} [backends.local] retries = 'many': expected int" in str(info.value)

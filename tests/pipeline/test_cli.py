@@ -167,6 +167,30 @@ def test_backends_lists_and_checks_the_configured_backends(project) -> None:
     assert "broken: openai-compatible m  FAILED: BackendUnavailableError" in checked.stdout
 
 
+def test_config_names_a_file_elsewhere_for_every_command(project, tmp_path_factory) -> None:
+    config = project / "llmclient.toml"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # no llmclient.toml here
+    write_jsonl(elsewhere / "rows.jsonl", ROWS[:2])
+    given = ("--config", str(config))
+    assert llmclient("chat", *given, "Hi", cwd=elsewhere).stdout == "echo: Hi\n"
+    assert json.loads(llmclient("render", *given, "Hi", cwd=elsewhere).stdout)["model"] == "test-model"
+    ran = llmclient("run", "rows.jsonl", "-t", "{{ dish }}", "-o", "out.jsonl", *given, cwd=elsewhere)
+    assert ran.returncode == 0 and "2 done" in ran.stdout, ran.stderr
+    listed = llmclient("backends", *given, cwd=elsewhere)
+    assert f"backends in {config}:" in listed.stdout
+    missing = llmclient("chat", "--config", "nope.toml", "Hi", cwd=elsewhere)
+    assert missing.returncode == 2 and "config file 'nope.toml' does not exist" in missing.stderr
+
+
+def test_config_is_passed_through_not_put_in_the_environment(project, capsys, monkeypatch) -> None:
+    from llmclient.cli import main
+
+    monkeypatch.delenv("LLMCLIENT_CONFIG", raising=False)
+    assert main(["backends", "--config", str(project / "llmclient.toml")]) == 0
+    assert "test (default): openai-compatible test-model" in capsys.readouterr().out
+    assert "LLMCLIENT_CONFIG" not in os.environ
+
+
 def test_every_command_has_help(project) -> None:
     for command in ("run", "chat", "render", "backends"):
         result = llmclient(command, "--help", cwd=project)
