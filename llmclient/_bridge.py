@@ -44,23 +44,6 @@ class LoopThread:
         """Run ``coro`` on the loop thread and wait for its result from this thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-        """Iterate an async iterator, built on the loop thread, from sync code.
-
-        Closing the returned generator early closes the async iterator on the loop too.
-        """
-        agen = self.run(_build(make))
-        try:
-            while True:
-                try:
-                    yield self.run(_anext(agen))
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                self.run(aclose())
-
     def close(self) -> None:
         """Stop the loop and join its thread; a later ``run`` starts a new one."""
         with self._lock:
@@ -71,14 +54,6 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
-
-
-async def _build(make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
-    return make()
-
-
-async def _anext(agen: AsyncIterator[T]) -> T:
-    return await agen.__anext__()
 
 
 async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:

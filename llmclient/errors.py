@@ -2,6 +2,23 @@
 
 Errors from HTTP libraries, transformers or torch are mapped once, at the backend's boundary, into
 these classes and raised ``from`` the original, so callers catch one family whatever the backend.
+The whole tree (``*`` marks what the retry policy retries)::
+
+    LLMClientError                        base of everything llmclient raises
+    +-- ConfigError                       bad or missing configuration, unknown type, missing API key
+    +-- ModelLoadError                    a model or tokenizer cannot be loaded
+    +-- InvalidRequestError               bad messages or parameters; the server's 400, 404, 422
+    |   +-- ContextWindowExceededError    prompt plus max_new_tokens over the model's window
+    |   +-- ChatTemplateError             no chat template, or it rejects the conversation
+    |   +-- pipeline.TemplateError        a row cannot be rendered (llmclient.pipeline)
+    |   +-- pipeline.MissingIdFieldError  a row lacks its id field (llmclient.pipeline)
+    +-- AuthenticationError               401, 403
+    +-- RateLimitError *                  429, with retry_after
+    +-- BackendUnavailableError *         5xx, connection failures
+    |   +-- TimeoutError *                no reply within the timeout
+    +-- ProviderError                     a provider error that fits no narrower class
+    |   +-- MalformedResponseError        a reply that is not chat completions
+    +-- CassetteError                     replay found no recorded reply, or a bad cassette
 """
 
 from __future__ import annotations
