@@ -1,26 +1,25 @@
-"""Test helpers: recorded replies for testing pipelines without a model, a key or a bill.
+"""Test helpers: replies from a function or from a recording, for testing pipelines without a model,
+a key or a bill.
 
-Chat cassettes, for any backend:
+The public surface:
 
-- :mod:`llmclient.testing.recording`: :class:`RecordingBackend`, :class:`ReplayBackend` and the
-  ``cassette(path, backend, mode=...)`` helper, which put any backend behind a chat cassette.
-- :mod:`llmclient.testing.session`: :class:`CassetteSession`, one cassette for every backend a test wraps.
-- :mod:`llmclient.testing.chat_cassette`: :class:`Cassette`, recorded interactions found by their key.
-- :mod:`llmclient.testing.chat_format`: :class:`Interaction` and how requests and replies are written.
-- :mod:`llmclient.testing.record_modes`: :data:`RecordMode` and what each mode records.
-- :mod:`llmclient.testing.matching`: the matching key and the differences a miss reports.
-- :mod:`llmclient.testing.scrubbing`: the secret scrubbing every cassette applies.
-- :mod:`llmclient.testing.cassette_file`: the file under a cassette: YAML, atomic saves, locking, merging.
-- :mod:`llmclient.testing.real_backends`: :func:`block_real_backends`, keeping real models out of tests.
+- :class:`FunctionBackend`: a backend whose replies come from a Python function
+  (:mod:`llmclient.testing.function`).
+- :func:`cassette`, :class:`RecordingBackend`, :class:`ReplayBackend`: any backend behind a chat
+  cassette, recorded once and replayed after (:mod:`llmclient.testing.recording`,
+  :mod:`llmclient.testing.replay`).
+- :class:`CassetteSession`: one cassette for every backend a test wraps, what the ``llm_cassette``
+  pytest fixture gives (:mod:`llmclient.testing.session`).
+- :func:`block_real_backends`: keep real models out of tests (:mod:`llmclient.testing.real_backends`).
+- :class:`CassetteTransport`: raw HTTP record and replay in VCR.py's format, at the httpx2 transport.
+- :class:`Cassette`, :class:`Interaction`, :data:`RecordMode`: the chat cassette itself, its entries
+  and the record modes.
+- :mod:`llmclient.testing.pytest_plugin`: the ``llm_cassette`` fixture, marker and options, loaded by
+  pytest through the ``pytest11`` entry point.
 
-And around them:
-
-- :mod:`llmclient.testing.http`: :class:`CassetteTransport`, raw HTTP record/replay in VCR.py's format.
-- :mod:`llmclient.testing.pytest_plugin`: the ``llm_cassette`` fixture and marker, loaded by pytest.
-- :mod:`llmclient.testing.server`: a loopback OpenAI-compatible HTTP server for tests and benchmarks.
-- :mod:`llmclient.testing.faults`: the faults real APIs produce, served by the loopback server.
-
-Importing this package is cheap: the names below load their module on first use.
+Beneath them, :mod:`llmclient.testing.cassettes` holds the cassette internals (one replay index for
+both levels) and :mod:`llmclient.testing.server` the loopback OpenAI-compatible server and its
+faults. Importing this package is cheap: the names below load their module on first use.
 """
 
 from __future__ import annotations
@@ -29,30 +28,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmclient.testing.chat_cassette import Cassette
-    from llmclient.testing.chat_format import Interaction
-    from llmclient.testing.http import CassetteTransport
+    from llmclient.testing.cassettes.chat import Cassette
+    from llmclient.testing.cassettes.entries import Interaction
+    from llmclient.testing.cassettes.modes import RecordMode
+    from llmclient.testing.cassettes.vcr import CassetteTransport
+    from llmclient.testing.function import FunctionBackend
     from llmclient.testing.real_backends import block_real_backends
-    from llmclient.testing.record_modes import RecordMode
-    from llmclient.testing.recording import RecordingBackend, ReplayBackend, cassette
+    from llmclient.testing.recording import RecordingBackend, cassette
+    from llmclient.testing.replay import ReplayBackend
     from llmclient.testing.session import CassetteSession
 
 _EXPORTS = {
-    "Cassette": "llmclient.testing.chat_cassette",
-    "Interaction": "llmclient.testing.chat_format",
-    "RecordMode": "llmclient.testing.record_modes",
-    "CassetteTransport": "llmclient.testing.http",
+    "Cassette": "llmclient.testing.cassettes.chat",
     "CassetteSession": "llmclient.testing.session",
+    "CassetteTransport": "llmclient.testing.cassettes.vcr",
+    "FunctionBackend": "llmclient.testing.function",
+    "Interaction": "llmclient.testing.cassettes.entries",
+    "RecordMode": "llmclient.testing.cassettes.modes",
     "RecordingBackend": "llmclient.testing.recording",
-    "ReplayBackend": "llmclient.testing.recording",
-    "cassette": "llmclient.testing.recording",
+    "ReplayBackend": "llmclient.testing.replay",
     "block_real_backends": "llmclient.testing.real_backends",
+    "cassette": "llmclient.testing.recording",
 }
 
 __all__ = [
     "Cassette",
     "CassetteSession",
     "CassetteTransport",
+    "FunctionBackend",
     "Interaction",
     "RecordMode",
     "RecordingBackend",

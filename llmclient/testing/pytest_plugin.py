@@ -95,7 +95,7 @@ def llm_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSession]:
     reply must be recorded; ``llm_cassette.wrap(backend_or_factory)`` wraps any backend. The cassette is
     saved when the test ends.
     """
-    from llmclient.testing.record_modes import check_mode
+    from llmclient.testing.cassettes.modes import check_mode
     from llmclient.testing.session import CassetteSession
 
     marker = request.node.get_closest_marker("llm_cassette")

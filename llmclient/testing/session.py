@@ -11,10 +11,11 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from llmclient.testing.chat_cassette import Cassette
-from llmclient.testing.chat_format import Interaction
-from llmclient.testing.record_modes import RecordMode, check_mode
-from llmclient.testing.recording import BackendSource, RecordingBackend, ReplayBackend
+from llmclient.testing.cassettes.chat import Cassette
+from llmclient.testing.cassettes.entries import Interaction
+from llmclient.testing.cassettes.modes import RecordMode, check_mode
+from llmclient.testing.recording import BackendSource, RecordingBackend
+from llmclient.testing.replay import CassetteBackend, ReplayBackend
 from llmclient.types import GenerationParams
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class CassetteSession:
     ) -> None:
         self.mode = check_mode(mode)
         self.cassette = Cassette(path, ignore=ignore, secrets=secrets)
-        self._backends: list[ReplayBackend] = []
+        self._backends: list[CassetteBackend] = []
 
     @property
     def path(self) -> os.PathLike[str]:
@@ -54,9 +55,9 @@ class CassetteSession:
         model: str | None = None,
         name: str | None = None,
         defaults: GenerationParams | None = None,
-    ) -> ReplayBackend:
+    ) -> CassetteBackend:
         """``backend`` behind this session's cassette; with no backend, replay only."""
-        wrapped = (
+        wrapped: CassetteBackend = (
             ReplayBackend(self.cassette, backend_type=backend_type, model=model, name=name, defaults=defaults)
             if backend is None
             else RecordingBackend(
@@ -74,7 +75,7 @@ class CassetteSession:
 
     def load(
         self, spec: str | Mapping[str, Any] | BackendConfig | None = None, **options: Any
-    ) -> ReplayBackend:
+    ) -> CassetteBackend:
         """``llmclient.load(spec, **options)`` behind this session's cassette, built only to record.
 
         The configuration is read now (cheaply), so the key's backend type and model, the name and

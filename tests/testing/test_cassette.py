@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from llmclient.errors import CassetteError, ConfigError
-from llmclient.testing.chat_cassette import Cassette
-from llmclient.testing.chat_format import Interaction
-from llmclient.testing.matching import request_key
-from llmclient.testing.record_modes import check_mode
-from llmclient.testing.scrubbing import SCRUBBED, Scrubber
+from llmclient.testing.cassettes.chat import Cassette
+from llmclient.testing.cassettes.entries import Interaction
+from llmclient.testing.cassettes.matching import request_key
+from llmclient.testing.cassettes.modes import check_mode
+from llmclient.testing.cassettes.scrubbing import SCRUBBED, Scrubber
 
 
 def request(content: str = "Capital of France?", **params: Any) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def test_the_key_ignores_key_order_and_integral_float_spelling() -> None:
 
 def test_the_key_is_the_same_in_another_process() -> None:
     req = request("Bonjour, ça va ?", temperature=0.7, stop=["\n"], extra={"user": "u1"})
-    code = f"from llmclient.testing.matching import request_key; print(request_key({req!r}))"
+    code = f"from llmclient.testing.cassettes.matching import request_key; print(request_key({req!r}))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == request_key(req)
 

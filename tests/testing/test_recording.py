@@ -29,7 +29,7 @@ from llmclient import (
     StreamDelta,
     Usage,
 )
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import BackendUnavailableError, ConfigError
 from llmclient.registry import register, unregister
 from llmclient.retry import RetryPolicy
@@ -40,7 +40,7 @@ from llmclient.testing import (
     block_real_backends,
     cassette,
 )
-from llmclient.testing.chat_format import deltas_from_dicts, deltas_to_dicts
+from llmclient.testing.cassettes.entries import deltas_from_dicts, deltas_to_dicts
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Request, error_reply
 
 API_KEY = "sk-test-0f1e2d3c4b5a-SECRET"

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from llmclient import AuthenticationError, CassetteError, ChatResponse, RateLimitError
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import ConfigError
 from llmclient.retry import RetryPolicy
-from llmclient.testing.http import DEFAULT_MATCH_ON, CassetteTransport
+from llmclient.testing.cassettes.vcr import DEFAULT_MATCH_ON, CassetteTransport
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Reply, Request, error_reply, json_reply
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "real-cassettes"

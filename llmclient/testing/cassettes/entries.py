@@ -28,7 +28,7 @@ stream's deltas, or an error), with the llmclient version and the time it was re
 This module turns llmclient's values into those entries and back (:func:`normalise_request`,
 :func:`response_to_dict`, :func:`deltas_to_dicts`, :func:`error_to_dict` and their inverses) and
 checks a file's document (:class:`Interaction`, :func:`read_interactions`); finding and recording
-entries is :class:`~llmclient.testing.chat_cassette.Cassette`'s work.
+entries is :class:`~llmclient.testing.cassettes.chat.Cassette`'s work.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from llmclient.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
 )
-from llmclient.testing.matching import short_repr
+from llmclient.testing.cassettes.matching import short_repr
 from llmclient.types import ChatRequest, ChatResponse, StreamDelta, Usage, normalise_finish_reason
 
 _FORMAT_KEY = "llmclient_cassette"
@@ -113,7 +113,7 @@ def read_interactions(data: Any, path: Path) -> list[dict[str, Any]]:
     if isinstance(data, Mapping) and _FORMAT_KEY not in data and "interactions" in data:
         raise CassetteError(
             f"{path} is an HTTP-level (VCR) cassette, not a chat cassette: replay it with "
-            f"llmclient.testing.http.CassetteTransport"
+            f"llmclient.testing.CassetteTransport"
         )
     if not isinstance(data, Mapping) or data.get(_FORMAT_KEY) != _FORMAT_VERSION:
         raise CassetteError(

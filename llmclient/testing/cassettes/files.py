@@ -3,8 +3,8 @@
 Files are written whole, to a temporary file renamed over the old one, so a crash while saving leaves
 the old cassette intact; saves take a lock on the cassette's folder and merge with what other
 recorders saved meanwhile, so threads, tasks and processes can record into one cassette. Chat
-cassettes (:mod:`llmclient.testing.chat_cassette`) and HTTP cassettes (:mod:`llmclient.testing.http`)
-both keep their file through :class:`CassetteFile`.
+cassettes (:mod:`llmclient.testing.cassettes.chat`) and HTTP cassettes
+(:mod:`llmclient.testing.cassettes.vcr`) both keep their file through :class:`CassetteFile`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from llmclient.errors import CassetteError
-from llmclient.testing.matching import canonical_json
+from llmclient.testing.cassettes.matching import canonical_json
 
 try:
     _BaseDumper: Any = yaml.CSafeDumper

@@ -1,6 +1,6 @@
 """Record modes: what a cassette does with a request that has no recorded reply.
 
-Chat cassettes (:mod:`llmclient.testing.recording`), HTTP cassettes (:mod:`llmclient.testing.http`)
+Chat cassettes (:mod:`llmclient.testing.recording`), HTTP cassettes (:mod:`llmclient.testing.cassettes.vcr`)
 and the pytest plugin share these four modes, so ``--llm-record-mode`` means the same everywhere.
 """
 

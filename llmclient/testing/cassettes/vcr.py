@@ -26,7 +26,9 @@ records, VCR.py can read::
     version: 1
 
 Requests match as VCR.py matches them by default (method, scheme, host, port, path and query), each
-recorded interaction playing once, in order. Compressed replies are recorded decoded (as VCR.py's
+recorded interaction playing once, in order; with ``allow_playback_repeats`` the last matching one
+then repeats (the one repeat rule of :mod:`llmclient.testing.cassettes.index`, which chat cassettes
+follow too; VCR.py itself repeats the first). Compressed replies are recorded decoded (as VCR.py's
 ``decode_compressed_response``), so bodies stay readable. ``Authorization``, ``api-key``,
 ``x-api-key``, cookie headers and API keys in bodies and URIs are scrubbed before anything is written;
 the key sent in an ``Authorization`` header is scrubbed wherever else it appears.
@@ -38,16 +40,18 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
 from llmclient.errors import CassetteError, ConfigError
-from llmclient.testing.cassette_file import CassetteFile
-from llmclient.testing.matching import differences
-from llmclient.testing.record_modes import RecordMode, check_mode, may_record, record_hint
-from llmclient.testing.scrubbing import SCRUBBED, SECRET_HEADERS, Scrubber
+from llmclient.testing.cassettes.files import CassetteFile
+from llmclient.testing.cassettes.index import ReplayIndex, miss_report
+from llmclient.testing.cassettes.matching import canonical_json, differences
+from llmclient.testing.cassettes.modes import RecordMode, check_mode, may_record, record_hint
+from llmclient.testing.cassettes.scrubbing import SCRUBBED, SECRET_HEADERS, Scrubber
 
 MATCHERS = ("method", "scheme", "host", "port", "path", "query", "uri", "body")
 """Request properties a cassette can match on (VCR.py's names)."""
@@ -63,7 +67,7 @@ def _read_vcr(data: Any, path: Path) -> list[dict[str, Any]]:
     if isinstance(data, Mapping) and "llmclient_cassette" in data:
         raise CassetteError(
             f"{path} is a chat cassette, not an HTTP-level (VCR) one: replay it with "
-            f"llmclient.testing.recording.ReplayBackend"
+            f"llmclient.testing.ReplayBackend"
         )
     items = data.get("interactions") if isinstance(data, Mapping) else None
     if not isinstance(items, list):
@@ -134,16 +138,25 @@ def _view(method: str, uri: str, body: bytes) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Exchange:
+    """One recorded exchange as the file holds it, and its request's value for every matcher."""
+
+    item: dict[str, Any]
+    view: dict[str, Any]
+
+
 class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     """An httpx2 transport, sync and async, that replays HTTP exchanges from a VCR-format cassette and
-    records new ones, as the record ``mode`` says (:data:`~llmclient.testing.record_modes.RecordMode`).
+    records new ones, as the record ``mode`` says (:data:`~llmclient.testing.cassettes.modes.RecordMode`).
 
     Args:
         path: the cassette file (YAML); it need not exist yet.
         mode: ``none`` (the default) replays only; a request with no recorded exchange raises
             :class:`~llmclient.errors.CassetteError` naming the closest one and what differs.
         match_on: which request properties must agree (:data:`MATCHERS`); VCR.py's default.
-        allow_playback_repeats: replay an exchange again once every matching one has played.
+        allow_playback_repeats: replay the last matching exchange again once every matching one has
+            played.
         transport: the sync transport that records reach (default: an ``httpx2.HTTPTransport`` the
             cassette builds and closes). A transport passed in stays yours to close.
         async_transport: the async one (default: an ``httpx2.AsyncHTTPTransport`` per recorded
@@ -173,16 +186,16 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         self.path = Path(path)
         self.mode = check_mode(mode)
         self.match_on = tuple(match_on)
-        self.allow_playback_repeats = allow_playback_repeats
         self._secret_headers = SECRET_HEADERS | {h.lower() for h in secret_headers}
         self._scrubber = Scrubber(secrets)
         self._file = CassetteFile(self.path, read=_read_vcr, document=_vcr_document)
+        self._index: ReplayIndex[_Exchange] = ReplayIndex(
+            (_Exchange(item, self._recorded_view(item)) for item in self._file.items),
+            repeats=allow_playback_repeats,
+        )
         if self.mode == "all":
             self._file.start_over()
-        self._items = [] if self.mode == "all" else list(self._file.items)
-        self._views = [self._recorded_view(item) for item in self._items]
-        self._plays = [0] * len(self._items)
-        self._loaded = len(self._items)
+            self._index.drop_loaded()
         self._lock = threading.Lock()
         self._transport = transport
         self._async_transport = async_transport
@@ -212,50 +225,43 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
                 self._scrubber.learn(text)
                 self._scrubber.learn(text.partition(" ")[2])  # the token of "Bearer <token>"
 
-    def _matches(self, recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-        return all(recorded[m] == wanted[m] for m in self.match_on)
+    def _key(self, view: Mapping[str, Any]) -> str:
+        """What two requests must share to match: their values for every matcher of ``match_on``."""
+        return canonical_json([view[m] for m in self.match_on])
+
+    def _key_of(self, exchange: _Exchange) -> str:
+        return self._key(exchange.view)
 
     def _find(self, wanted: Mapping[str, Any]) -> dict[str, Any] | None:
         if self.mode == "all":
             return None
-        with self._lock:
-            candidates = [p for p, view in enumerate(self._views) if self._matches(view, wanted)]
-            chosen = next((p for p in candidates if self._plays[p] == 0), None)
-            if chosen is None and candidates and self.allow_playback_repeats:
-                chosen = candidates[0]
-            if chosen is None:
-                return None
-            self._plays[chosen] += 1
-            return self._items[chosen]
+        found = self._index.find(self._key(wanted), self._key_of)
+        return None if found is None else found.item
 
     def _miss(self, wanted: Mapping[str, Any]) -> CassetteError:
-        lines = [
-            f"no recorded HTTP exchange in cassette {self.path} for {wanted['method']} {wanted['uri']} "
-            f"(matching on {', '.join(self.match_on)})"
-        ]
-        with self._lock:
-            views = list(enumerate(self._views))
-        if not views:
-            lines.append(
-                "The cassette holds no interactions" + ("." if self._file.existed else " (no file).")
+        def diff(exchange: _Exchange) -> list[str]:
+            return [d for m in self.match_on for d in differences(exchange.view[m], wanted[m], m)]
+
+        closest = self._index.closest(
+            self._key(wanted),
+            self._key_of,
+            lambda exchange: sum(exchange.view[m] != wanted[m] for m in self.match_on),
+        )
+        return CassetteError(
+            miss_report(
+                [
+                    f"no recorded HTTP exchange in cassette {self.path} for {wanted['method']} "
+                    f"{wanted['uri']} (matching on {', '.join(self.match_on)})"
+                ],
+                closest,
+                noun="exchange",
+                total=len(self._index.entries),
+                existed=self._file.existed,
+                differences=diff,
+                repeats_option="allow_playback_repeats=True",
+                tail=[record_hint(self.mode, self._file.existed)],
             )
-        else:
-            scored = [(sum(view[m] != wanted[m] for m in self.match_on), p) for p, view in views]
-            failing, best = min(scored)
-            view = self._views[best]
-            if not failing:
-                lines.append(
-                    f"Interaction {best} matches but has already played; pass allow_playback_repeats=True "
-                    f"to replay it again, or record the repeat."
-                )
-            else:
-                lines.append(
-                    f"The closest recorded exchange (interaction {best}: {view['method']} {view['uri']}):"
-                )
-                for matcher in self.match_on:
-                    lines.extend(f"  {line}" for line in differences(view[matcher], wanted[matcher], matcher))
-        lines.append(record_hint(self.mode, self._file.existed))
-        return CassetteError("\n".join(lines))
+        )
 
     # -- replaying and recording --------------------------------------------------------------------
 
@@ -317,12 +323,8 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
                 "status": {"code": response.status_code, "message": response.reason_phrase},
             },
         }
-        view = self._recorded_view(item)
-        with self._lock:
-            self._items.append(item)
-            self._views.append(view)
-            self._plays.append(1)
-            self._file.add(item)
+        self._index.add(_Exchange(item, self._recorded_view(item)))
+        self._file.add(item)
         return httpx2.Response(
             response.status_code,
             headers=headers,
@@ -373,8 +375,7 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
 
     def unused(self) -> list[dict[str, Any]]:
         """The interactions loaded from the file that no request has replayed."""
-        with self._lock:
-            return [self._items[p] for p in range(self._loaded) if self._plays[p] == 0]
+        return [exchange.item for exchange in self._index.unused()]
 
     def save(self) -> None:
         """Write what was recorded (merged with the file as it is now); nothing if nothing changed."""

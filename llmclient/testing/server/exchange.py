@@ -1,9 +1,8 @@
 """What the loopback server passes to a handler and takes back: :class:`Request`, :class:`Reply`,
 :data:`Handler`.
 
-Plain data, shared by the server (:mod:`llmclient.testing.server`), its HTTP/1.1 protocol
-(:mod:`llmclient.testing.server_protocol`) and the handlers (:mod:`llmclient.testing.openai_replies`,
-:mod:`llmclient.testing.faults`).
+Plain data, shared by the server (:mod:`llmclient.testing.server.serving`) and the handlers
+(:mod:`llmclient.testing.server.replies`, :mod:`llmclient.testing.server.faults`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 @dataclass
 class Request:
     """One HTTP request as the server received it (recorded in
-    :attr:`~llmclient.testing.server.LoopbackServer.requests`).
+    :attr:`~llmclient.testing.server.loopback.LoopbackServer.requests`).
     """
 
     method: str
@@ -61,15 +60,6 @@ class Reply:
     def __post_init__(self) -> None:
         if self.reset_after_chunks is not None and self.chunks is None:
             raise ValueError("Reply.reset_after_chunks needs Reply.chunks")
-
-    def _is_simple(self) -> bool:
-        """Whether the reply can be written at once, without a task (the fast path)."""
-        return (
-            self.chunks is None
-            and self.delay <= 0
-            and not self.reset_before_body
-            and not self.close_connection
-        )
 
 
 Handler = Callable[[Request], Reply | Awaitable[Reply]]

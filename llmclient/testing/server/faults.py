@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from llmclient.testing.server import (
+from llmclient.testing.server.exchange import Reply, Request
+from llmclient.testing.server.replies import (
     OpenAIHandler,
-    Reply,
-    Request,
     completion,
     completion_chunks,
     error_reply,

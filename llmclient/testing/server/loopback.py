@@ -1,8 +1,9 @@
-"""A fast loopback HTTP/1.1 server that stands in for an OpenAI-compatible API in tests and benchmarks.
+""":class:`LoopbackServer`: a loopback HTTP/1.1 server that stands in for an OpenAI-compatible API in
+tests and benchmarks, on its own event loop in a background thread.
 
-Standard library only: an :class:`asyncio.Protocol` with a small hand-written HTTP/1.1 parser, so the
-server is never the bottleneck of a client benchmark (keep-alive, pipelining, ``Content-Length`` and
-``Transfer-Encoding: chunked`` request bodies). Replies are plain data (:class:`Reply`) and can inject
+The HTTP is aiohttp's (:mod:`llmclient.testing.server.serving`), fast enough that the server is never
+the bottleneck of a client benchmark (keep-alive, pipelining, ``Content-Length`` and chunked request
+bodies). Replies are plain data (:class:`~llmclient.testing.server.exchange.Reply`) and can inject
 faults: delays, slow streams, connection resets mid-reply, forced closes.
 
 Typical use::
@@ -14,51 +15,19 @@ Typical use::
 
 Run ``python -m llmclient.testing.server --help`` to serve from a separate process (benchmarks, where
 the client must not share the server's GIL).
-
-This module holds :class:`LoopbackServer` and the command line; every name tests use is importable
-from here, though defined beside it: :class:`Request`, :class:`Reply` and :data:`Handler` in
-:mod:`llmclient.testing.server_types`, the OpenAI-shaped reply builders and :class:`OpenAIHandler` in
-:mod:`llmclient.testing.openai_replies`, the HTTP/1.1 protocol in :mod:`llmclient.testing.server_protocol`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import signal
-import sys
 import threading
-from collections.abc import Sequence
 from types import TracebackType
 
 from typing_extensions import Self
 
-from llmclient.testing.openai_replies import (
-    DEFAULT_TEXT,
-    OpenAIHandler,
-    completion,
-    completion_chunks,
-    error_reply,
-    json_reply,
-    sse_reply,
-)
-from llmclient.testing.server_protocol import ServerCore
-from llmclient.testing.server_types import Handler, Reply, Request
-
-__all__ = [
-    "Handler",
-    "LoopbackServer",
-    "OpenAIHandler",
-    "Reply",
-    "Request",
-    "completion",
-    "completion_chunks",
-    "error_reply",
-    "json_reply",
-    "main",
-    "sse_reply",
-]
+from llmclient.testing.server.exchange import Handler, Request
+from llmclient.testing.server.serving import ServerCore
 
 
 class LoopbackServer:
@@ -99,17 +68,17 @@ class LoopbackServer:
     @property
     def requests(self) -> list[Request]:
         """Every request received so far, in order of arrival."""
-        return self._core.state.requests
+        return self._core.requests
 
     @property
     def errors(self) -> list[BaseException]:
         """Exceptions raised by the handler (each was answered with a 500)."""
-        return self._core.state.errors
+        return self._core.errors
 
     @property
     def connections_opened(self) -> int:
         """How many TCP connections the server has accepted so far."""
-        return self._core.state.connections_opened
+        return self._core.connections_opened
 
     def start(self) -> Self:
         """Start the server thread; returns once the socket is listening."""
@@ -161,58 +130,3 @@ class LoopbackServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------
-
-
-async def _serve_forever(handler: Handler, host: str, port: int) -> None:
-    core = ServerCore(handler)
-    await core.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
-            loop.add_signal_handler(sig, stop.set)
-    display_host = f"[{host}]" if ":" in host else host
-    sys.stdout.write(f"LISTENING http://{display_host}:{core.port}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await core.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve an :class:`OpenAIHandler` until SIGTERM/SIGINT (for benchmarks in a separate process)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m llmclient.testing.server",
-        description="Loopback OpenAI-compatible chat-completions server for tests and benchmarks. "
-        "Prints 'LISTENING http://HOST:PORT' once ready.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each status line")
-    parser.add_argument(
-        "--stream-pieces", type=int, default=None, help="content chunks per stream (default: one per word)"
-    )
-    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
-    parser.add_argument("--text", default=DEFAULT_TEXT, help="the assistant reply text")
-    parser.add_argument("--model", default=None, help="model name to answer with (default: echo request)")
-    args = parser.parse_args(argv)
-    handler = OpenAIHandler(
-        args.text,
-        latency=args.latency,
-        stream_pieces=args.stream_pieces,
-        chunk_delay=args.chunk_delay,
-        model=args.model,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(handler, args.host, args.port))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

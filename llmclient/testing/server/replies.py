@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llmclient.testing.server_types import Reply, Request
+from llmclient.testing.server.exchange import Reply, Request
 
 
 def _dumps(obj: Any) -> bytes:

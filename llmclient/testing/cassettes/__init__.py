@@ -1,0 +1,18 @@
+"""Cassette internals, one idea per module, shared by the backend-level and the VCR-level cassettes.
+
+- :mod:`~llmclient.testing.cassettes.index`: :class:`ReplayIndex`, the one replay index (plays, the
+  repeat rule, unused entries, the closest entry to a miss) both levels keep their entries in.
+- :mod:`~llmclient.testing.cassettes.chat`: :class:`Cassette`, the backend-level (chat) cassette.
+- :mod:`~llmclient.testing.cassettes.entries`: :class:`Interaction` and how requests, replies,
+  streams and refusals are written in a chat cassette.
+- :mod:`~llmclient.testing.cassettes.vcr`: :class:`CassetteTransport`, raw HTTP record and replay in
+  VCR.py's format at the httpx2 transport seam (imports httpx2).
+- :mod:`~llmclient.testing.cassettes.matching`: the stable key of a request and the differences a miss
+  reports.
+- :mod:`~llmclient.testing.cassettes.modes`: :data:`RecordMode` and what each mode records.
+- :mod:`~llmclient.testing.cassettes.scrubbing`: secret scrubbing.
+- :mod:`~llmclient.testing.cassettes.files`: the file under a cassette: YAML, atomic writes, a lock,
+  merge on save.
+
+Nothing here imports the loopback server (:mod:`llmclient.testing.server`) or a backend.
+"""
