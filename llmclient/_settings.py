@@ -11,15 +11,12 @@ import types
 import typing
 from collections import abc
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import MISSING, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import Any, Protocol, TypeVar
 
 from typing_extensions import Self
 
 from llmclient.errors import ConfigError
-
-if TYPE_CHECKING:
-    from llmclient.config import BackendConfig
 
 COMMON_KEYS = ("type", "model", "defaults", "name")
 """Keys every backend table takes, whatever its type; the rest are the type's own settings."""
@@ -31,56 +28,104 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+class SettingsSource(Protocol):
+    """Where settings are read from: a backend's config (``BackendConfig``) or one table nested in it."""
+
+    @property
+    def type(self) -> str:
+        """The backend type the settings are for."""
+        ...
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The settings as given, by key."""
+        ...
+
+    def error(self, key: str, value: Any, problem: str, fix: str) -> ConfigError:
+        """A :class:`ConfigError` naming where ``key`` was set, its value, the problem and the fix."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table nested in a backend's settings (``retry = { ... }``); its errors name ``table.key``."""
+
+    parent: SettingsSource
+    key: str
+    options: Mapping[str, Any]
+
+    @property
+    def type(self) -> str:
+        return self.parent.type
+
+    def error(self, key: str, value: Any, problem: str, fix: str) -> ConfigError:
+        return self.parent.error(f"{self.key}.{key}", value, problem, fix)
+
+
 class Settings:
     """Base of a backend type's settings dataclass: the type checks its own ranges.
 
     A subclass yields ``(key, problem, fix)`` from :meth:`problems` for each value out of range;
     :meth:`check` turns the first into a :class:`~llmclient.errors.ConfigError` that names the
-    key, the value and where it came from.
+    key, the value and where it came from. A field whose type is itself a :class:`Settings` class
+    is a nested table (``retry = { max_attempts = 5 }``): read and checked with it, named
+    ``retry.max_attempts`` in errors.
     """
 
     def problems(self) -> Iterator[tuple[str, str, str]]:
         """``(key, problem, fix)`` for each setting whose value is out of range."""
         return iter(())
 
-    def check(self, config: BackendConfig | None = None) -> Self:
-        """These settings, or a :class:`ConfigError` for the first bad value.
+    def check(self, config: SettingsSource | None = None) -> Self:
+        """These settings, or a :class:`ConfigError` for the first bad value (nested tables too).
 
         ``config`` says where the values came from (a file, a dict, keyword arguments); without it
         the error names the settings class.
         """
-        for key, problem, fix in self.problems():
-            value = getattr(self, key)
+        for key, value, problem, fix in self._problems_within(""):
             if config is not None:
                 raise config.error(key, value, problem, fix)
             raise ConfigError(f"{type(self).__name__}.{key} = {value!r}: {problem}. {fix}")
         return self
 
+    def _problems_within(self, prefix: str) -> Iterator[tuple[str, Any, str, str]]:
+        for key, problem, fix in self.problems():
+            yield f"{prefix}{key}", getattr(self, key), problem, fix
+        for name in getattr(self, "__dataclass_fields__", {}):
+            value = getattr(self, name)
+            if isinstance(value, Settings):
+                yield from value._problems_within(f"{prefix}{name}.")
+
 
 S = TypeVar("S", bound="Settings")
 
 
-def read_settings(cls: type[S], config: BackendConfig, base: S | None = None) -> S:
+def read_settings(cls: type[S], config: SettingsSource, base: S | None = None) -> S:
     """Build a settings dataclass from ``config.options``, checking names and types.
 
     Unknown keys get a close-name suggestion; wrong types name the expected type; the settings class
     then checks its own ranges (:meth:`Settings.check`). Each backend type declares its settings as a
     :class:`Settings` dataclass with a docstring per field, and reads them through here. With
     ``base``, the keys ``config`` sets are laid over ``base`` (a backend's ``**options`` over its
-    ``settings=``); without it, missing keys take the field defaults.
+    ``settings=``); without it, missing keys take the field defaults. A table given for a field
+    typed as a :class:`Settings` class is read into that class the same way, over the base's value.
     """
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in config.options.items():
         if key not in known:
-            allowed = sorted([*known, *COMMON_KEYS])
-            raise config.error(
-                key,
-                value,
-                f"unknown setting for type {config.type!r}{suggest(key, allowed)}",
-                f"Allowed: {', '.join(allowed)}",
-            )
+            if isinstance(config, _Table):
+                allowed, scope = sorted(known), f"in the {config.key} table"
+            else:
+                allowed, scope = sorted([*known, *COMMON_KEYS]), f"for type {config.type!r}"
+            problem = f"unknown setting {scope}{suggest(key, allowed)}"
+            raise config.error(key, value, problem, f"Allowed: {', '.join(allowed)}")
+        hint = hints[key]
+        if isinstance(value, Mapping) and isinstance(hint, type) and issubclass(hint, Settings):
+            inner = getattr(base, key) if base is not None else None
+            values[key] = read_settings(hint, _Table(config, key, value), base=inner)
+            continue
         if not _matches(value, hints[key]):
             raise config.error(key, value, f"expected {_describe(hints[key])}", f"Fix the value of {key!r}")
         values[key] = value
@@ -121,6 +166,8 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, Settings):
+        return f"a table of {', '.join(f.name for f in fields(hint))}"  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(hint))

@@ -3,17 +3,21 @@
 Retried: errors whose class says ``retryable`` (rate limits, 5xx, connection failures, timeouts).
 Never retried: bad requests, authentication, context-window errors. A server's ``Retry-After`` is
 honoured; one above ``max_wait`` ends the retries at once rather than waiting less than asked.
+
+:class:`RetryPolicy` is also the settings class of the ``retry`` table in ``llmclient.toml``
+(``retry = { max_attempts = 5, max_wait = 60 }``): its fields are declared here and nowhere else.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from llmclient.errors import InvalidRequestError, LLMClientError, RateLimitError
+from llmclient._settings import Settings
+from llmclient.errors import LLMClientError, RateLimitError
 
 if TYPE_CHECKING:
     import tenacity
@@ -24,8 +28,8 @@ logger = logging.getLogger("llmclient")
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How a backend retries failed requests.
+class RetryPolicy(Settings):
+    """How a backend retries failed requests: the ``retry`` table of a remote backend's settings.
 
     Attributes:
         max_attempts: tries in all, the first included (3: the openai SDK's two retries).
@@ -44,12 +48,13 @@ class RetryPolicy:
     max_total_wait: float = 300.0
     jitter: float = 0.25
 
-    def __post_init__(self) -> None:
+    def problems(self) -> Iterator[tuple[str, str, str]]:
+        """Out-of-range values: at least one attempt, and no negative (or NaN) wait or jitter."""
         if self.max_attempts < 1:
-            raise InvalidRequestError(f"max_attempts must be >= 1, got {self.max_attempts}")
+            yield "max_attempts", "must be at least 1 (the first try counts)", "Set 1 for no retries"
         for name in ("initial_backoff", "max_backoff", "max_wait", "max_total_wait", "jitter"):
-            if getattr(self, name) < 0:
-                raise InvalidRequestError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not getattr(self, name) >= 0:
+                yield name, "must be a number >= 0", f"Set {name} to 0 or more"
 
     def wait_for(self, error: BaseException, attempt: int) -> float:
         """Seconds to wait after ``attempt`` (counting from 1) failed with ``error``."""

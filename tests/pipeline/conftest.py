@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from pipeline_support import EchoServer
 
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.retry import RetryPolicy
 from llmclient.testing.server import LoopbackServer
 

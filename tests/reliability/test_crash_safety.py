@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from llmclient.testing.faults import FaultHandler
+from llmclient.testing.server.faults import FaultHandler
 from llmclient.testing.server import LoopbackServer, Reply, Request
 
 

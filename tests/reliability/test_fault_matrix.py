@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import LLMClientError
 from llmclient.retry import RetryPolicy
-from llmclient.testing.faults import FAULTS, TEXT, FaultHandler
+from llmclient.testing.server.faults import FAULTS, TEXT, FaultHandler
 from llmclient.testing.server import LoopbackServer
 
 # fault -> (outcome of a plain request, outcome of a stream, requests the server sees), for a fault on

@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmclient._settings import read_settings
-from llmclient.backends._chat_completions import parse_completion
-from llmclient.backends.openai_compat import OpenAICompatibleSettings, _StreamReader
+from llmclient.backends.openai import OpenAICompatibleSettings
+from llmclient.backends.openai.wire import StreamReader, parse_completion
 from llmclient.config import BackendConfig
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.stream import StreamAccumulator
-from llmclient.testing.chat_cassette import Cassette
-from llmclient.testing.chat_format import (
+from llmclient.testing.cassettes.chat import Cassette
+from llmclient.testing.cassettes.entries import (
     Interaction,
     deltas_from_dicts,
     deltas_to_dicts,
@@ -110,7 +110,7 @@ def test_any_generation_options_are_validated_or_refused(options: dict[str, Any]
 @given(st.binary(max_size=300))
 def test_any_reply_body_is_read_or_refused_with_a_typed_error(body: bytes) -> None:
     with contextlib.suppress(LLMClientError):
-        parse_completion(body, status=200, headers={}, secrets=())
+        parse_completion(body, status=200, headers={})
 
 
 # Text that YAML mangles when written carelessly: trailing spaces and newlines, tabs, carriage returns,
@@ -196,7 +196,7 @@ def _streamed_bodies() -> list[Any]:
 
 
 def _read(chunks: list[bytes]) -> tuple[str, Any, Any, Any]:
-    reader = _StreamReader(())
+    reader = StreamReader()
     acc = StreamAccumulator(model="m", backend="b")
     for chunk in chunks:
         for delta in reader.feed(chunk):

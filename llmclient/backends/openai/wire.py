@@ -1,9 +1,9 @@
 """The chat-completions wire format: request bodies out, replies, stream chunks and errors in.
 
-Pure functions over bytes and dicts, no I/O, so the sync and async paths of the backend share every
-rule. The reference is the OpenAI API spec (openai/openai-openapi); the vendor fields we read
-(OpenRouter's ``provider``, ``native_finish_reason``, ``reasoning``, usage ``cost``) are kept in
-``details``.
+Pure functions over bytes and dicts, no I/O and no secrets, so the sync and async paths of the
+backend share every rule (the backend masks the API key in errors, once, where they leave it). The
+reference is the OpenAI API spec (openai/openai-openapi); the vendor fields we read (OpenRouter's
+``provider``, ``native_finish_reason``, ``reasoning``, usage ``cost``) are kept in ``details``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,19 @@ from llmclient.errors import (
     ProviderError,
     RateLimitError,
     TimeoutError,
-    redact,
 )
 from llmclient.types import ChatRequest, ChatResponse, StreamDelta, Usage, normalise_finish_reason
 
 
 @dataclass(frozen=True)
 class WireOptions:
-    """How one provider wants the standard fields spelled."""
+    """How one provider wants the standard fields spelled.
+
+    Attributes:
+        max_tokens_field: the body field for ``max_new_tokens``.
+        supports_top_k: whether the API accepts ``top_k`` (if not, it is refused before sending).
+        body_extra: fields added to every body (the provider's own and the user's ``extra_body``).
+    """
 
     max_tokens_field: str = "max_tokens"
     supports_top_k: bool = True
@@ -105,22 +110,23 @@ def _choice_details(choice: Mapping[str, Any], part: Mapping[str, Any], details:
         details["refusal"] = part["refusal"]
 
 
-def parse_completion(
-    raw: bytes, *, status: int, headers: Mapping[str, str], secrets: tuple[str, ...]
-) -> ChatResponse:
+def parse_completion(raw: bytes, *, status: int, headers: Mapping[str, str]) -> ChatResponse:
     """Read a non-streamed chat completion; an error object inside it raises the typed error."""
-    data = _json(raw, status=status, headers=headers, secrets=secrets)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise _malformed("the reply is not valid JSON", raw, status, headers) from exc
     if not isinstance(data, dict):
-        raise _malformed("the reply is not a JSON object", raw, status, headers, secrets)
+        raise _malformed("the reply is not a JSON object", raw, status, headers)
     if "error" in data and not data.get("choices"):
-        raise error_from_payload(data, status=status, headers=headers, secrets=secrets)
+        raise error_from_payload(data, status=status, headers=headers)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        raise _malformed("the reply has no choices", raw, status, headers, secrets)
+        raise _malformed("the reply has no choices", raw, status, headers)
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, Mapping):
-        raise _malformed("choices[0] has no message", raw, status, headers, secrets)
+        raise _malformed("choices[0] has no message", raw, status, headers)
     details: dict[str, Any] = {}
     _top_details(data, details)
     _choice_details(choice, message, details)
@@ -135,12 +141,12 @@ def parse_completion(
     )
 
 
-def parse_chunk(data: Any, *, secrets: tuple[str, ...] = ()) -> StreamDelta:
+def parse_chunk(data: Any) -> StreamDelta:
     """Read one ``chat.completion.chunk``; an error object in it raises the typed error."""
     if not isinstance(data, Mapping):
-        raise MalformedResponseError(f"stream event is not a JSON object: {redact(str(data)[:200], secrets)}")
+        raise MalformedResponseError(f"stream event is not a JSON object: {str(data)[:200]}")
     if data.get("error"):
-        raise error_from_payload(data, status=200, headers={}, secrets=secrets, during_stream=True)
+        raise error_from_payload(data, status=200, headers={}, during_stream=True)
     details: dict[str, Any] = {}
     _top_details(data, details)
     if data.get("model"):
@@ -199,36 +205,57 @@ class SSEDecoder:
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
 
-    def flush(self) -> Iterator[bytes]:
-        """Yield an event left without its closing blank line when the body ended."""
-        yield from self.feed(b"\n\n")
-
 
 DONE = b"[DONE]"
 
 
-def _json(raw: bytes, *, status: int, headers: Mapping[str, str], secrets: tuple[str, ...]) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise _malformed("the reply is not valid JSON", raw, status, headers, secrets) from exc
-
-
-def load_event(data: bytes, *, secrets: tuple[str, ...]) -> Any:
+def load_event(data: bytes) -> Any:
     """Parse one event's JSON data."""
     try:
         return json.loads(data)
     except ValueError as exc:
         raise MalformedResponseError(
-            f"stream event is not valid JSON: {redact(data[:200].decode(errors='replace'), secrets)!r}",
+            f"stream event is not valid JSON: {data[:200].decode(errors='replace')!r}",
             body=data.decode(errors="replace"),
         ) from exc
 
 
-def _malformed(
-    problem: str, raw: bytes, status: int, headers: Mapping[str, str], secrets: tuple[str, ...]
-) -> MalformedResponseError:
-    text = redact(raw[:500].decode(errors="replace"), secrets)
+class StreamReader:
+    """Turns the bytes of a streamed reply into deltas, and checks that the stream ended properly."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._done = False
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> list[StreamDelta]:
+        """Deltas completed by ``chunk``; events after ``[DONE]`` are ignored."""
+        if self._done:
+            return []
+        deltas = []
+        for data in self._decoder.feed(chunk):
+            if data == DONE:
+                self._done = True
+                break
+            delta = parse_chunk(load_event(data))
+            if delta.finish_reason is not None:
+                self._finished = True
+            deltas.append(delta)
+        return deltas
+
+    def finish(self) -> list[StreamDelta]:
+        """What the body's end completes; a stream cut off before its end raises."""
+        deltas = [] if self._done else self.feed(b"\n\n")
+        if not self._done and not self._finished:
+            raise BackendUnavailableError(
+                "the stream ended before the reply was complete (no finish_reason and no [DONE]); "
+                "the connection was probably cut"
+            )
+        return deltas
+
+
+def _malformed(problem: str, raw: bytes, status: int, headers: Mapping[str, str]) -> MalformedResponseError:
+    text = raw[:500].decode(errors="replace")
     return MalformedResponseError(
         f"{problem} (HTTP {status}): {text!r}; is base_url an OpenAI-compatible /v1 endpoint?",
         status_code=status,
@@ -245,18 +272,16 @@ _CONTEXT_PATTERNS = re.compile(
 _NUMBERS = re.compile(r"(\d[\d,]*) tokens")
 
 
-def error_from_status(
-    status: int, headers: Mapping[str, str], raw: bytes, *, secrets: tuple[str, ...]
-) -> LLMClientError:
+def error_from_status(status: int, headers: Mapping[str, str], raw: bytes) -> LLMClientError:
     """The typed error for a non-2xx reply."""
     try:
         data: Any = json.loads(raw) if raw else None
     except ValueError:
         data = None
     if isinstance(data, Mapping) and isinstance(data.get("error"), (Mapping, str)):
-        return error_from_payload(data, status=status, headers=headers, secrets=secrets)
-    text = redact(raw[:500].decode(errors="replace"), secrets).strip()
-    return _error_for(status, text or f"HTTP {status}", None, headers=headers, body=text, secrets=secrets)
+        return error_from_payload(data, status=status, headers=headers)
+    text = raw[:500].decode(errors="replace").strip()
+    return _error_for(status, text or f"HTTP {status}", None, headers=headers, body=text)
 
 
 def error_from_payload(
@@ -264,14 +289,13 @@ def error_from_payload(
     *,
     status: int,
     headers: Mapping[str, str],
-    secrets: tuple[str, ...],
     during_stream: bool = False,
 ) -> LLMClientError:
     """The typed error for an ``{"error": {...}}`` object, in an error reply or inside a 200."""
     error = data["error"]
     if isinstance(error, str):
         error = {"message": error}
-    message = redact(str(error.get("message") or "unknown error"), secrets)
+    message = str(error.get("message") or "unknown error")
     code = error.get("code")
     reason = str(error.get("code") or error.get("type") or "") or None
     effective = status
@@ -280,13 +304,12 @@ def error_from_payload(
     metadata = error.get("metadata")
     raw = metadata.get("raw") if isinstance(metadata, Mapping) else None
     if raw:
-        message = f"{message} ({redact(str(raw)[:300], secrets)})"
+        message = f"{message} ({str(raw)[:300]})"
     if during_stream:
         message = f"error in the middle of the stream: {message}"
     elif status < 400:
         message = f"error inside an HTTP {status} reply: {message}"
-    body = json.loads(redact(json.dumps(data), secrets))
-    return _error_for(effective, message, reason, headers=headers, body=body, secrets=secrets, payload=error)
+    return _error_for(effective, message, reason, headers=headers, body=dict(data), payload=error)
 
 
 def _error_for(
@@ -296,13 +319,12 @@ def _error_for(
     *,
     headers: Mapping[str, str],
     body: Any,
-    secrets: tuple[str, ...],
     payload: Mapping[str, Any] | None = None,
 ) -> LLMClientError:
     common: dict[str, Any] = {
         "status_code": status or None,
         "body": body,
-        "headers": {name: redact(value, secrets) for name, value in headers.items()},
+        "headers": headers,
         "provider_reason": reason,
     }
     if reason == "context_length_exceeded" or (

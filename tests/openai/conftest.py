@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from remote_support import API_KEY, FAST_RETRY, Caller
 
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+import llmclient
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.testing.server import Handler, LoopbackServer
 
 
@@ -49,6 +50,22 @@ def make_backend(runner: asyncio.Runner) -> Iterator[Callable[..., OpenAICompati
     yield make
     for backend in backends:
         backend.close()  # closes the async session on the runner's loop, still open here
+
+
+@pytest.fixture
+def built(runner: asyncio.Runner) -> Iterator[Callable[..., OpenAICompatibleBackend]]:
+    """``llmclient.load`` for remote backends, closed after the test."""
+    backends: list[OpenAICompatibleBackend] = []
+
+    def load(spec: Any, **options: Any) -> OpenAICompatibleBackend:
+        backend = llmclient.load(spec, **options)
+        assert isinstance(backend, OpenAICompatibleBackend)
+        backends.append(backend)
+        return backend
+
+    yield load
+    for backend in backends:
+        backend.close()
 
 
 @pytest.fixture(params=["sync", "async"])

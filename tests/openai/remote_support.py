@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.retry import RetryPolicy
 from llmclient.testing.server import Reply, Request
 from llmclient.types import ChatResponse

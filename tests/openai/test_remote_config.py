@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from remote_support import Caller, Script
 
-import llmclient
-from llmclient.backends.openai_compat import OpenAICompatibleBackend
 from llmclient.errors import ConfigError, InvalidRequestError
 from llmclient.testing.server import OpenAIHandler, completion, json_reply
 
@@ -25,21 +23,6 @@ def clean_env(monkeypatch, tmp_path):
     for name in (*KEY_VARS, "LLMCLIENT_CONFIG", "LLMCLIENT_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def built():
-    backends: list[OpenAICompatibleBackend] = []
-
-    def load(spec, **options):
-        backend = llmclient.load(spec, **options)
-        assert isinstance(backend, OpenAICompatibleBackend)
-        backends.append(backend)
-        return backend
-
-    yield load
-    for backend in backends:
-        backend.close()
 
 
 def test_openrouter_preset_sends_attribution_routing_and_fallbacks(

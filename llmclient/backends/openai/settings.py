@@ -1,0 +1,90 @@
+"""Settings of the OpenAI-compatible backend, as written in ``llmclient.toml``, checked for range.
+
+Retries are the nested ``retry`` table, read into :class:`~llmclient.retry.RetryPolicy`, where
+those settings are declared (once). A provider that adds settings of its own extends
+:class:`OpenAICompatibleSettings` next to the provider (OpenRouter's, in ``providers.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from llmclient._settings import Settings
+from llmclient.config import BackendConfig
+from llmclient.retry import RetryPolicy
+
+logger = logging.getLogger("llmclient")
+
+
+@dataclass(frozen=True)
+class OpenAICompatibleSettings(Settings):
+    """Settings of an OpenAI-compatible backend, as written in ``llmclient.toml``."""
+
+    base_url: str | None = None
+    """API root ending in ``/v1``; the provider's when unset."""
+    api_key_env: str | None = None
+    """Environment variable to read the API key from; the provider's (``OPENAI_API_KEY``, ...) when unset."""
+    api_key: str | None = field(default=None, repr=False)
+    """The key itself. Prefer ``api_key_env``: keys in files end up in version control."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers sent with every request."""
+    timeout: float = 600.0
+    """Seconds to wait for the server to send data, per read (as the openai SDK)."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for a connection."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """How failed requests are retried: a table such as ``{ max_attempts = 5, max_wait = 60 }``."""
+    max_connections: int = 100
+    """Connections kept open at most; size it to the concurrency you run."""
+    proxy: str | None = None
+    """Proxy URL; ``HTTPS_PROXY`` and friends apply too unless ``trust_env`` is false."""
+    verify: bool | str = True
+    """TLS verification: true, false, or the path of a CA bundle."""
+    cert: str | None = None
+    """Client certificate file (PEM)."""
+    trust_env: bool = True
+    """Read proxy and CA settings from the environment."""
+    context_window: int | None = None
+    """The model's context window in tokens, where you know it (the server is not asked)."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Fields added to every request body."""
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    """Body field for ``max_new_tokens``, when the server wants the other one."""
+
+    def problems(self) -> Iterator[tuple[str, str, str]]:
+        """Timeouts above zero, at least one connection, a context window of at least one token."""
+        for name in ("timeout", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                yield name, "must be a number of seconds above 0", f"Set {name} to e.g. 30"
+        if self.max_connections < 1:
+            yield "max_connections", "must be at least 1", "Set it to the concurrency you run"
+        if self.context_window is not None and self.context_window < 1:
+            yield "context_window", "must be at least 1 token", "Set the model's window, or leave it out"
+
+
+RETRY_KEYS = tuple(f.name for f in fields(RetryPolicy))
+"""The keys of the ``retry`` table; written flat in a backend table, they are the deprecated spelling."""
+
+
+def with_retry_table(config: BackendConfig) -> BackendConfig:
+    """``config`` with flat retry keys (``max_attempts = 1``, the old spelling) moved into ``retry``.
+
+    The flat keys keep working for one release, with a warning on the ``llmclient`` logger; keys in
+    a ``retry`` table win over flat ones.
+    """
+    flat = {key: value for key, value in config.options.items() if key in RETRY_KEYS}
+    table = config.options.get("retry", {})
+    if not flat or not isinstance(table, Mapping):
+        return config
+    logger.warning(
+        "%s: the retry settings (%s) go in the retry table now, e.g. retry = { %s = %r }; "
+        "the flat keys are deprecated",
+        config.where(),
+        ", ".join(flat),
+        *next(iter(flat.items())),
+    )
+    options = {key: value for key, value in config.options.items() if key not in flat}
+    return replace(config, options={**options, "retry": {**flat, **table}})
