@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from llmclient.backends._hf_smollm2 import smollm2_gguf
+from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
 if not torch.cuda.is_available():
     sys.exit(f"no CUDA device visible to torch {torch.__version__}; this check needs a GPU")

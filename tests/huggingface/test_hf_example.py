@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmclient.backends._hf_smollm2 import smollm2_gguf
+from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,12 @@ import pytest
 
 import llmclient
 from llmclient import ConfigError, ModelLoadError
-from llmclient.backends import _hf_gguf
 from llmclient.backends.huggingface import HuggingFaceBackend, HuggingFaceSettings
+from llmclient.backends.huggingface import gguf as gguf_cache
 
 torch = pytest.importorskip("torch")
 
-from llmclient.backends import _hf_loading  # noqa: E402
+from llmclient.backends.huggingface import loading  # noqa: E402
 
 
 def test_a_config_dict_loads_a_local_directory(tiny_models: dict[str, Path]) -> None:
@@ -75,19 +75,19 @@ def test_auto_device_and_dtype_on_this_cpu_machine(llama_backend: Any) -> None:
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert _hf_loading.pick_device("auto") == torch.device("mps")
+    assert loading.pick_device("auto") == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _hf_loading.pick_device("auto") == torch.device("cuda")
-    assert _hf_loading.pick_device("cuda:1") == torch.device("cuda:1")
+    assert loading.pick_device("auto") == torch.device("cuda")
+    assert loading.pick_device("cuda:1") == torch.device("cuda:1")
 
 
 def test_auto_dtype_is_bf16_on_gpus_that_support_it_and_fp32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert _hf_loading.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert loading.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert _hf_loading.pick_dtype("auto", torch.device("cuda")) == torch.float16
-    assert _hf_loading.pick_dtype("auto", torch.device("cpu")) == torch.float32
-    assert _hf_loading.pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert loading.pick_dtype("auto", torch.device("cuda")) == torch.float16
+    assert loading.pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert loading.pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
 
 
 def test_a_chosen_dtype_is_used(tiny_models: dict[str, Path]) -> None:
@@ -235,32 +235,32 @@ def test_a_missing_torch_gives_the_install_hint() -> None:
 def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LLMCLIENT_CACHE", str(tmp_path / "mine"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _hf_gguf.cache_root() == tmp_path / "mine"
-    assert _hf_gguf.cache_root(str(tmp_path / "configured")) == tmp_path / "configured"
+    assert gguf_cache.cache_root() == tmp_path / "mine"
+    assert gguf_cache.cache_root(str(tmp_path / "configured")) == tmp_path / "configured"
     monkeypatch.delenv("LLMCLIENT_CACHE")
-    assert _hf_gguf.cache_root() == tmp_path / "xdg" / "llmclient"
+    assert gguf_cache.cache_root() == tmp_path / "xdg" / "llmclient"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert _hf_gguf.cache_root() == Path.home() / ".cache" / "llmclient"
+    assert gguf_cache.cache_root() == Path.home() / ".cache" / "llmclient"
 
 
 def test_a_changed_gguf_file_gets_a_new_cached_copy(tmp_path: Path) -> None:
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"one")
-    first = _hf_gguf.checkpoint_dir(gguf, tmp_path / "cache")
+    first = gguf_cache.checkpoint_dir(gguf, tmp_path / "cache")
     gguf.write_bytes(b"three")
-    assert _hf_gguf.checkpoint_dir(gguf, tmp_path / "cache") != first
+    assert gguf_cache.checkpoint_dir(gguf, tmp_path / "cache") != first
     assert first.parent == tmp_path / "cache" / "gguf"
     assert first.name.startswith("model-")
     # a recorded content hash names the copy wherever the file is installed
     moved = tmp_path / "reinstalled" / "model.gguf"
-    assert _hf_gguf.checkpoint_dir(gguf, tmp_path, "sha256=abc") == _hf_gguf.checkpoint_dir(
+    assert gguf_cache.checkpoint_dir(gguf, tmp_path, "sha256=abc") == gguf_cache.checkpoint_dir(
         moved, tmp_path, "sha256=abc"
     )
 
 
 def test_a_failed_conversion_leaves_no_half_checkpoint(tmp_path: Path) -> None:
     target = tmp_path / "gguf" / "model-123"
-    with pytest.raises(RuntimeError, match="killed halfway"), _hf_gguf.atomic_directory(target) as scratch:
+    with pytest.raises(RuntimeError, match="killed halfway"), gguf_cache.atomic_directory(target) as scratch:
         (scratch / "config.json").write_text("{}")
         raise RuntimeError("killed halfway")
     assert not target.exists()
@@ -269,17 +269,17 @@ def test_a_failed_conversion_leaves_no_half_checkpoint(tmp_path: Path) -> None:
 
 def test_a_finished_conversion_appears_at_once(tmp_path: Path) -> None:
     target = tmp_path / "gguf" / "model-123"
-    with _hf_gguf.atomic_directory(target) as scratch:
+    with gguf_cache.atomic_directory(target) as scratch:
         (scratch / "config.json").write_text(json.dumps({"model_type": "llama"}))
         (scratch / "model.safetensors").write_bytes(b"weights")
         assert not target.exists()
-    assert _hf_gguf.is_complete(target)
+    assert gguf_cache.is_complete(target)
     assert sorted(os.listdir(target.parent)) == ["model-123"]
 
 
 def test_a_conversion_that_lost_the_race_keeps_the_winners_copy(tmp_path: Path) -> None:
     target = tmp_path / "gguf" / "model-123"
-    with _hf_gguf.atomic_directory(target) as scratch:
+    with gguf_cache.atomic_directory(target) as scratch:
         (scratch / "config.json").write_text("{}")
         (scratch / "who").write_text("ours")
         target.mkdir(parents=True)

