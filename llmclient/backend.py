@@ -69,6 +69,27 @@ class ChatBackend(ABC):
         """
         return None
 
+    @property
+    def endpoint(self) -> str | None:
+        """Where requests go, for telling two backends of one type and model apart; ``None`` by default.
+
+        A remote backend returns its base URL without credentials (no user, password or key in it):
+        the batch runner puts it in its resume key, so two servers serving "llama3" do not share
+        results. A local backend has none.
+        """
+        return None
+
+    @property
+    def credentials(self) -> tuple[str, ...]:
+        """Every secret this backend was configured with: API keys, credential header values, passwords
+        in URLs; empty by default.
+
+        Whatever records this backend's traffic (a cassette) scrubs each of them by value, whatever its
+        shape, so a key echoed in an error message or sent in a header of any name never reaches a file.
+        A backend that holds secrets overrides this.
+        """
+        return ()
+
     def __init__(
         self, *, model: str, name: str | None = None, defaults: GenerationParams | None = None
     ) -> None:

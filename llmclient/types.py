@@ -7,6 +7,7 @@ Plain OpenAI-shaped dicts are accepted wherever messages are taken, so code that
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypedDict, cast, get_args
@@ -19,6 +20,9 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 """Why generation ended, normalised across backends."""
+
+TEXT_PART_SEPARATOR = " "
+"""What joins the text parts of one message where it is flattened to text (:attr:`Message.text`)."""
 
 _ROLES: frozenset[str] = frozenset(get_args(Role))
 _FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
@@ -51,12 +55,19 @@ class Message:
 
     @property
     def text(self) -> str:
-        """The text of the message, joining the text parts of multimodal content."""
+        """The text of the message: its content, or the text parts of multimodal content joined by
+        one space (other parts left out).
+
+        This is the one rule wherever llmclient flattens a message to text (the local backend's
+        prompts, their truncation), and the one ``transformers serve`` applies, so
+        ``"Name three"`` + ``"colours."`` reads ``"Name three colours."`` on every backend.
+        """
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        texts = (str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return TEXT_PART_SEPARATOR.join(texts)
 
 
 MessageLike = Message | Mapping[str, Any]
@@ -71,6 +82,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
     Raises :class:`InvalidRequestError` naming the message's position and what is wrong with it.
     """
     if isinstance(item, Message):
+        _refuse_lone_surrogates(item, index)
         return item
     if not isinstance(item, Mapping):
         raise InvalidRequestError(
@@ -111,19 +123,41 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
             f"messages[{index}].tool_calls must be a list of tool calls in the OpenAI shape, "
             f"got {tool_calls!r}"
         )
-    return Message(
+    message = Message(
         role=cast(Role, role),
         content=content,
         name=item.get("name"),
         tool_calls=item.get("tool_calls"),
         tool_call_id=item.get("tool_call_id"),
     )
+    _refuse_lone_surrogates(message, index)
+    return message
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(message: Message, index: int) -> None:
+    """Refuse a lone UTF-16 surrogate (left where JavaScript cut an emoji): valid JSON, never sendable."""
+    content = message.content
+    parts = [
+        (f"content[{i}].text", p.get("text")) for i, p in enumerate(content or ()) if isinstance(p, dict)
+    ]
+    texts: list[tuple[str, Any]] = [("content", content), *parts, ("name", message.name)]
+    for where, text in texts:
+        found = _LONE_SURROGATE.search(text) if isinstance(text, str) else None
+        if found:
+            raise InvalidRequestError(
+                f"messages[{index}].{where} holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at "
+                f"character {found.start()}, which is not text and cannot be sent; it usually comes from "
+                f"text cut in the middle of an emoji: remove it or repair the text"
+            )
 
 
 def to_messages(messages: str | Iterable[MessageLike]) -> list[Message]:
     """Normalise a conversation; a bare string is taken as one user message."""
     if isinstance(messages, str):
-        return [Message(role="user", content=messages)]
+        return [to_message(Message(role="user", content=messages))]
     out = [to_message(m, i) for i, m in enumerate(messages)]
     if not out:
         raise InvalidRequestError("messages is empty; pass at least one message")
