@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,16 @@ def _param(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     return name.strip(), value
+
+
+def _rpm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of requests per minute above 0, got {text!r}")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -95,12 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--concurrency", "-c", type=int, default=16, help="requests in flight at most (default 16)"
     )
-    run.add_argument("--rpm", type=float, help="requests per minute at most")
+    run.add_argument("--rpm", type=_rpm, help="requests per minute at most (a number above 0)")
     run.add_argument("--retry-failed", action="store_true", help="retry rows that failed in an earlier run")
     run.add_argument("--dry-run", action="store_true", help="render prompts and count tokens; call no model")
     run.add_argument("--limit", type=int, help="only the first N rows")
     run.add_argument("--fsync", action="store_true", help="fsync each result line (survives power loss)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    run.add_argument(
+        "--nulls",
+        choices=("error", "empty"),
+        default="error",
+        help="a null field the template prints: fail the row (error, the default) or render it as empty text",
+    )
     _common(run)
 
     chat = commands.add_parser(
@@ -165,6 +182,31 @@ def _read(path: Path | None, what: str) -> str | None:
         return path.read_text(encoding="utf-8")
     except OSError as error:
         raise InvalidRequestError(f"cannot read the {what} file {str(path)!r}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(
+            f"the {what} file {str(path)!r} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+            f"offset {error.start}); save it as UTF-8"
+        ) from error
+
+
+def _few_shot(path: Path | None) -> list[Any]:
+    text = _read(path, "few-shot")
+    if not text:
+        return []
+    example = '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]'
+    try:
+        turns = json.loads(text)
+    except ValueError as error:
+        raise InvalidRequestError(
+            f"the few-shot file {str(path)!r} is not valid JSON ({error}); it must be a list of messages "
+            f"like {example}"
+        ) from error
+    if not isinstance(turns, list):
+        raise InvalidRequestError(
+            f"the few-shot file {str(path)!r} holds a JSON {type(turns).__name__}; it must be a list of "
+            f"messages like {example}"
+        )
+    return turns
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,12 +216,11 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from llmclient.pipeline import RunOptions, run_with
 
-    few_shot_text = _read(args.few_shot, "few-shot")
     options = RunOptions(
         template=args.template if args.template is not None else _read(args.template_file, "template") or "",
         output=args.output,
         system=args.system if args.system is not None else _read(args.system_file, "system"),
-        few_shot=json.loads(few_shot_text) if few_shot_text else (),
+        few_shot=_few_shot(args.few_shot),
         params=_options(args),
         id_field=args.id_field,
         keep_fields=args.keep_fields.split(",") if args.keep_fields else None,
@@ -190,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=False if args.no_progress else None,
         fsync=args.fsync,
+        nulls=args.nulls,
     )
     summary = run_with(resolve(args.backend, config_path=args.config), args.input, options)
     print(summary)

@@ -7,6 +7,7 @@ command from its flags; the runner reads it and nothing else.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from llmclient.errors import InvalidRequestError
-from llmclient.pipeline.prompt import PromptTemplate
+from llmclient.pipeline.prompt import Nulls, PromptTemplate
 from llmclient.types import GenerationParams, MessageLike
 
 
@@ -44,7 +45,7 @@ class RunOptions:
     concurrency: int = 16
     """Requests in flight at most; at least 1."""
     requests_per_minute: float | None = None
-    """Request starts per minute at most; ``None`` for no limit."""
+    """Request starts per minute at most (a number above 0); ``None`` for no limit."""
     retry_failed: bool = False
     """Try again the rows that failed in an earlier run (by default they are skipped)."""
     dry_run: bool = False
@@ -55,10 +56,25 @@ class RunOptions:
     """Show a progress bar on stderr; by default when stderr is a terminal."""
     fsync: bool = False
     """Flush each result line to disk, so it survives a power loss (a disk flush per row)."""
+    nulls: Nulls = "error"
+    """A null field the template prints fails its row (``"error"``), or renders as ``""`` (``"empty"``)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise InvalidRequestError(f"concurrency must be >= 1, got {self.concurrency}")
+        rpm = self.requests_per_minute
+        if rpm is not None and (
+            isinstance(rpm, bool) or not isinstance(rpm, (int, float)) or not math.isfinite(rpm) or rpm <= 0
+        ):
+            raise InvalidRequestError(
+                f"requests_per_minute (--rpm) must be a number above 0, got {rpm!r}; "
+                f"leave it out for no limit"
+            )
+        if isinstance(self.few_shot, (str, bytes, Mapping)):
+            raise InvalidRequestError(
+                f"few_shot must be a list of messages like [{{'role': 'user', 'content': '...'}}], "
+                f"got a {type(self.few_shot).__name__}"
+            )
         # Copies, so the caller's lists and dicts changing later cannot change a run in flight.
         object.__setattr__(self, "few_shot", tuple(self.few_shot))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -70,7 +86,7 @@ class RunOptions:
     @functools.cached_property
     def prompt(self) -> PromptTemplate:
         """The compiled prompt: template, system message and few-shot turns."""
-        return PromptTemplate(self.template, self.system, tuple(self.few_shot))
+        return PromptTemplate(self.template, self.system, tuple(self.few_shot), self.nulls)
 
     @functools.cached_property
     def generation(self) -> GenerationParams:

@@ -11,6 +11,9 @@ from typing import Any
 
 from llmclient.errors import InvalidRequestError
 
+BOM = b"\xef\xbb\xbf"
+_EXTRA = "\0extra"  # where DictReader puts the values of a row longer than the header
+
 RowSource = str | os.PathLike[str] | Iterable[Mapping[str, Any]]
 """A dataset path (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) or an iterable of dict rows."""
 
@@ -41,23 +44,45 @@ def _checked(rows: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         yield dict(row)
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, a byte order mark dropped, a byte that is not UTF-8 named by line."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InvalidRequestError(f"{path}:{number} is not valid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise InvalidRequestError(f"{path}:{number} is a JSON {type(row).__name__}, not an object")
-            yield row
+                yield (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRequestError(
+                    f"{path}:{number} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file "
+                    f"as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+                ) from exc
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InvalidRequestError(f"{path}:{number} is not valid JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise InvalidRequestError(f"{path}:{number} is a JSON {type(row).__name__}, not an object")
+        yield row
 
 
 def _csv(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        yield from csv.DictReader(handle)
+    reader = csv.DictReader(_lines(path), restkey=_EXTRA)
+    try:
+        for row in reader:
+            if _EXTRA in row:
+                width = len(reader.fieldnames or ())
+                raise InvalidRequestError(
+                    f"{path}:{reader.line_num} has {width + len(row[_EXTRA])} fields but the header has "
+                    f'{width}; quote values that hold commas ("a, b") or fix the header'
+                )
+            yield row
+    except csv.Error as exc:
+        raise InvalidRequestError(f"{path}:{reader.line_num} is not valid CSV: {exc}") from exc
 
 
 def _parquet(path: Path) -> Iterator[dict[str, Any]]:
@@ -78,7 +103,9 @@ def count_rows(source: RowSource) -> int | None:
             with path.open("rb") as handle:
                 return sum(1 for line in handle if line.strip())
         if suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                return sum(1 for _ in csv.DictReader(handle))
+            try:
+                return sum(1 for _ in csv.DictReader(_lines(path)))
+            except (InvalidRequestError, csv.Error):
+                return None  # reading the rows reports it, with the line
         return None
     return len(source) if isinstance(source, Sized) else None

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 from llmclient.backend import ChatBackend
 from llmclient.config import BackendConfig
 from llmclient.errors import InvalidRequestError, LLMClientError
-from llmclient.pipeline.keys import MissingIdFieldError, identify, run_fingerprint
+from llmclient.pipeline.keys import run_fingerprint
 from llmclient.pipeline.options import RunOptions
+from llmclient.pipeline.output import OutputLock, ResultsWriteError, check_writable
+from llmclient.pipeline.plan import Plan
 from llmclient.pipeline.progress import Progress, RunSummary
-from llmclient.pipeline.prompt import TemplateError
+from llmclient.pipeline.prompt import Nulls
 from llmclient.pipeline.results import Finished, ResultsFile
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
 from llmclient.types import ChatResponse, Message, MessageLike
@@ -24,6 +28,8 @@ BackendSpec = ChatBackend | str | Mapping[str, Any] | BackendConfig
 """A backend, or anything :func:`llmclient.load` takes."""
 
 T = TypeVar("T")
+
+logger = logging.getLogger("llmclient.pipeline")
 
 
 class _RateLimit:
@@ -61,7 +67,19 @@ class _Run:
         self.summary = summary
         self.progress = progress
         self.params: dict[str, Any] = {k: v for k, v in asdict(options.generation).items() if v is not None}
-        self.fingerprint = run_fingerprint(options.prompt, options.generation, backend.model)
+        self.fingerprint = run_fingerprint(
+            options.prompt,
+            backend.defaults.merged(options.generation),
+            backend.model,
+            backend_type=backend.type_name,
+            endpoint=backend.endpoint,
+        )
+        self.write_failure: OSError | None = None
+        """The first failed write: once set, the run stops and nothing more is written."""
+        self.unsaved = 0
+        """Finished rows whose line could not be written."""
+        self.crash: BaseException | None = None
+        """An exception that escaped a row's task (a bug, never a row's own failure): stops the run."""
 
     def record(self, row_id: Any, key: str, row: Mapping[str, Any]) -> dict[str, Any]:
         keep = self.options.keep_fields
@@ -74,9 +92,20 @@ class _Run:
             "model": self.backend.model,
         }
 
+    def save(self, line: dict[str, Any]) -> bool:
+        """Append ``line``; a failed write is kept as the reason to stop, and counted, never raised here."""
+        if self.write_failure is None:
+            try:
+                self.results.append(line)
+                return True
+            except OSError as error:
+                self.write_failure = error
+        self.unsaved += 1
+        return False
+
     def write_reply(self, base: dict[str, Any], reply: ChatResponse) -> None:
         usage = reply.usage
-        self.results.append(
+        saved = self.save(
             {
                 **base,
                 "status": "ok",
@@ -88,18 +117,22 @@ class _Run:
                 "error": None,
             }
         )
+        if not saved:
+            return
         self.summary.done += 1
         self.summary.latencies.append(reply.latency)
         if usage:
             self.summary.prompt_tokens += usage.prompt_tokens
             self.summary.completion_tokens += usage.completion_tokens
 
-    def write_error(self, base: dict[str, Any], error: LLMClientError) -> None:
+    def write_error(self, base: dict[str, Any], error: Exception) -> None:
         """Record a failed row; a dry run only counts it."""
-        self.summary.failed += 1
         if self.summary.dry_run:
+            self.summary.failed += 1
             return
-        self.results.append(
+        status = error.status_code if isinstance(error, LLMClientError) else None
+        message = error.message if isinstance(error, LLMClientError) else str(error) or repr(error)
+        saved = self.save(
             {
                 **base,
                 "status": "error",
@@ -107,13 +140,10 @@ class _Run:
                 "finish_reason": None,
                 "usage": None,
                 "latency": None,
-                "error": {
-                    "type": type(error).__name__,
-                    "message": error.message,
-                    "status_code": error.status_code,
-                },
+                "error": {"type": type(error).__name__, "message": message, "status_code": status},
             }
         )
+        self.summary.failed += saved
 
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: _RateLimit) -> None:
         await rate.wait()
@@ -121,9 +151,21 @@ class _Run:
             reply = await self.backend.achat(messages, **self.params)
         except LLMClientError as error:
             self.write_error(base, error)
+        except Exception as error:  # a backend's bug fails its row with a line, never silently
+            logger.warning("row %r failed: %s", base["row_id"], error, exc_info=error)
+            self.write_error(base, error)
         else:
             self.write_reply(base, reply)
         self.progress.update()
+
+    def settled(self, task: asyncio.Task[None]) -> None:
+        """A row's task ended: keep what escaped it, so the run stops instead of losing the row."""
+        if not task.cancelled() and task.exception() is not None and self.crash is None:
+            self.crash = task.exception()
+
+    def stopped(self) -> bool:
+        """Whether the run must stop: a write failed, or something escaped a row."""
+        return self.write_failure is not None or self.crash is not None
 
     def count(self, messages: list[Message], window: int | None) -> None:
         """A dry run's row: its prompt tokens, and whether it fits the context window."""
@@ -155,6 +197,7 @@ async def arun(
     limit: int | None = None,
     progress: bool | None = None,
     fsync: bool = False,
+    nulls: Nulls = "error",
 ) -> RunSummary:
     """Run ``template`` over every row of ``rows`` on ``backend`` and append the replies to ``output``.
 
@@ -165,6 +208,10 @@ async def arun(
     (where the backend can) without calling the model. ``progress`` shows a bar on stderr (default:
     when stderr is a terminal). Every option is described on :class:`RunOptions`. Returns a
     :class:`RunSummary`; failed rows do not raise, their errors are in the results file.
+
+    Before the first request the output is checked writable and locked against a second run
+    (:class:`~llmclient.pipeline.output.OutputError`); a write that fails mid-run stops the run
+    (:class:`~llmclient.pipeline.output.ResultsWriteError`), lines already written kept.
     """
     options = RunOptions(
         template=template,
@@ -181,6 +228,7 @@ async def arun(
         limit=limit,
         progress=progress,
         fsync=fsync,
+        nulls=nulls,
     )
     return await arun_with(backend, rows, options)
 
@@ -224,55 +272,67 @@ def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -> RunSummary:
     started = time.perf_counter()
+    source = read_rows(rows)  # a missing input is reported before the output is touched
     results = ResultsFile(options.output, fsync=options.fsync)
     summary = RunSummary(output=results.path, dry_run=options.dry_run)
-    bar = Progress(summary, enabled=options.progress)
-    if bar.enabled:
-        bar.expected = count_rows(rows)
-    finished = results.scan() if results.path.exists() else Finished()
-    run = _Run(backend, options, results, summary, bar)
+    with contextlib.ExitStack() as stack:
+        check_writable(results.path, create=not options.dry_run)
+        if not options.dry_run:
+            stack.enter_context(OutputLock(results.path))  # held until the last line is written
+        finished = results.scan(repair=not options.dry_run)  # only the lock holder cuts a damaged tail
+        bar = Progress(summary, enabled=options.progress)
+        if bar.enabled:
+            bar.expected = count_rows(rows)
+        run = _Run(backend, options, results, summary, bar)
+        try:
+            await _rows(run, source, finished)
+        finally:
+            results.close()
+            summary.wall_time = time.perf_counter() - started
+            bar.close()
+    if run.write_failure is not None:
+        raise ResultsWriteError(results.path, run.write_failure, run.unsaved) from run.write_failure
+    if run.crash is not None:
+        raise run.crash
+    return summary
+
+
+async def _rows(run: _Run, source: Iterable[dict[str, Any]], finished: Finished) -> None:
+    """Every row of ``source``: skipped, failed, counted (dry run) or sent, ``concurrency`` at a time."""
+    options, summary = run.options, run.summary
     rate = _RateLimit(options.requests_per_minute)
-    window = backend.context_window if options.dry_run else None
-    seen: set[str] = set()
+    window = run.backend.context_window if options.dry_run else None
+    plan = Plan(run, finished)
     in_flight: set[asyncio.Task[None]] = set()
     gate = asyncio.Semaphore(options.concurrency)
     try:
-        for index, row in enumerate(read_rows(rows)):
-            if options.limit is not None and index >= options.limit:
+        for index, row in enumerate(source):
+            if run.stopped() or (options.limit is not None and index >= options.limit):
                 break
             summary.total += 1
-            try:
-                row_id, key = identify(index, row, options.id_field, run.fingerprint)
-            except MissingIdFieldError as error:
-                run.write_error(run.record(index, f"no-id-{index}", row), error)
+            work = plan.row(index, row)
+            if work is None:
                 continue
-            if key in seen:
-                summary.duplicates += 1
-                continue
-            seen.add(key)
-            if key in finished.done or (key in finished.failed and not options.retry_failed):
-                summary.skipped += 1
-                continue
-            base = run.record(row_id, key, row)
-            try:
-                messages = options.prompt.render(row)
-            except TemplateError as error:
-                run.write_error(base, error)
-                continue
+            base, messages = work
             if options.dry_run:
                 run.count(messages, window)
                 continue
             await gate.acquire()
+            if run.stopped():
+                break
             task = asyncio.ensure_future(run.answer(base, messages, rate))
             task.add_done_callback(in_flight.discard)
             task.add_done_callback(lambda _: gate.release())
+            task.add_done_callback(run.settled)
             in_flight.add(task)
-        if in_flight:
-            await asyncio.gather(*list(in_flight))
+        while in_flight and not run.stopped():  # answered rows are paid for: let them land
+            await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+    except Exception:
+        if in_flight and not run.stopped():  # a bad input line: keep the replies already paid for
+            await asyncio.wait(list(in_flight))
+        raise
     finally:
         for task in in_flight:
             task.cancel()
-        results.close()
-        summary.wall_time = time.perf_counter() - started
-        bar.close()
-    return summary
+        if in_flight:
+            await asyncio.wait(list(in_flight))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from pipeline_support import EchoServer
+from pipeline_support import EchoServer, write_project
 
 from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.retry import RetryPolicy
@@ -26,3 +27,10 @@ def backend(echo: tuple[EchoServer, LoopbackServer]) -> Iterator[OpenAICompatibl
         model="test-model", base_url=server.base_url, retry=RetryPolicy(max_attempts=1)
     ) as chat_backend:
         yield chat_backend
+
+
+@pytest.fixture
+def project(echo: tuple[EchoServer, LoopbackServer], tmp_path: Path) -> Path:
+    """A working directory with an llmclient.toml pointing at the loopback server, and rows.jsonl."""
+    _, server = echo
+    return write_project(tmp_path, server.base_url)

@@ -9,43 +9,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from pipeline_support import read_results, write_jsonl
+from pipeline_support import ROWS, llmclient, read_results, write_jsonl
 
 from llmclient.testing.server import LoopbackServer, OpenAIHandler
-
-ROWS = [{"id": i, "dish": f"dish {i}"} for i in range(8)]
-
-
-def llmclient(
-    *args: str, cwd: Path, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCLIENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "llmclient", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-@pytest.fixture
-def project(echo, tmp_path) -> Path:
-    """A working directory with an llmclient.toml pointing at the loopback server."""
-    _, server = echo
-    (tmp_path / "llmclient.toml").write_text(
-        'default = "test"\n\n[backends.test]\ntype = "openai-compatible"\nmodel = "test-model"\n'
-        f'base_url = "{server.base_url}"\nmax_attempts = 1\n\n'
-        '[backends.broken]\ntype = "openai-compatible"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
-        "max_attempts = 1\n"
-    )
-    write_jsonl(tmp_path / "rows.jsonl", ROWS)
-    return tmp_path
 
 
 def test_run_writes_results_and_prints_the_summary(project, echo) -> None:

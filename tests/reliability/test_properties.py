@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llmclient import pipeline
 from llmclient._settings import read_settings
+from llmclient.backend import ChatBackend
 from llmclient.backends.openai import OpenAICompatibleSettings
 from llmclient.backends.openai.wire import StreamReader, parse_completion
 from llmclient.config import BackendConfig
@@ -237,3 +240,43 @@ def test_the_stream_oracle_matches_the_raw_events() -> None:
     ]
     text = "".join((e["choices"][0]["delta"].get("content") or "") for e in events if e.get("choices"))
     assert _read([body])[0] == text
+
+
+class _Echo(ChatBackend):
+    """The smallest backend: replies with the prompt (the batch runner is what is under test)."""
+
+    type_name = "echo"
+
+    def _chat(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(text=request.messages[-1].text, finish_reason="stop")
+
+
+row_values = (
+    json_values
+    | st.text(alphabet=st.characters(blacklist_categories=()), max_size=8)  # lone surrogates too
+    | st.dates()
+    | st.datetimes()
+    | st.decimals(allow_nan=False)
+    | st.binary(max_size=8)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.dictionaries(st.sampled_from(["a", "b", "id"]), row_values, max_size=3), max_size=6),
+    id_field=st.sampled_from([None, "id"]),
+)
+def test_every_row_ends_in_exactly_one_valid_line_and_a_rerun_adds_none(
+    rows: list[dict[str, Any]], id_field: str | None
+) -> None:
+    with tempfile.TemporaryDirectory() as folder, _Echo(model="echo") as backend:
+        out = Path(folder) / "out.jsonl"
+        first = pipeline.run(backend, rows, template="{{ a }}", output=out, id_field=id_field)
+        assert first.done + first.failed + first.duplicates == first.total == len(rows)
+        text = out.read_bytes().decode("utf-8") if out.exists() else ""  # strict UTF-8
+        lines = [json.loads(line) for line in text.split("\n") if line]  # not splitlines: \x85 is text
+        assert len(lines) == first.done + first.failed
+        again = pipeline.run(backend, rows, template="{{ a }}", output=out, id_field=id_field)
+        assert (again.done, again.failed) == (0, 0)
+        assert again.skipped + again.duplicates == len(rows)
+        assert out.read_bytes().decode("utf-8") == text
