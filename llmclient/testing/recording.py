@@ -8,7 +8,8 @@ record mode allows, sends the rest to the backend it wraps and records what come
 time the replay took); a replayed stream yields the recorded deltas. Requests the inner backend
 refused (:class:`~llmclient.errors.InvalidRequestError` and its subclasses: a prompt over the context
 window, a bad parameter) are recorded and raised again on replay; other failures (rate limits,
-outages) are never recorded. A stream closed before its end is not recorded.
+outages) are never recorded. A stream closed before its end is not recorded. The wrapped backend's
+:attr:`~llmclient.backend.ChatBackend.credentials` are scrubbed from everything recorded, by value.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class RecordingBackend(CassetteBackend):
     ``inner`` is a backend or a function that builds one; a function is called only when a reply must
     be recorded, so a replay that finds everything never loads the model. The key's backend type,
     model, the name and the defaults come from ``inner`` when it is a backend; pass them for a
-    function, or the key matches whatever backend type and model were recorded. Closing this backend
-    saves the cassette and closes the inner backend.
+    function, or the key matches whatever backend type and model were recorded. The inner backend's
+    credentials are scrubbed from the cassette by value (:meth:`Cassette.add_secrets`), whatever their
+    shape: a key echoed in an error message never reaches the file. Closing this backend saves the
+    cassette and closes the inner backend.
     """
 
     type_name = "recording"
@@ -91,6 +94,8 @@ class RecordingBackend(CassetteBackend):
         )
         if self.mode == "all":
             self.cassette.start_over()
+        if isinstance(inner, ChatBackend):
+            self.cassette.add_secrets(inner.credentials)
 
     def _replays(self) -> bool:
         return self.mode != "all"
@@ -101,7 +106,9 @@ class RecordingBackend(CassetteBackend):
         """
         if not may_record(self.mode, self.cassette.existed):
             raise self._miss(wanted, self.mode)
-        return self.inner()
+        inner = self.inner()
+        self.cassette.add_secrets(inner.credentials)  # before anything it answers is recorded
+        return inner
 
     def _record(
         self,

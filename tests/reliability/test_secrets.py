@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
 
 import llmclient
-from llmclient import pipeline
-from llmclient.errors import LLMClientError
+from llmclient import GenerationParams, Message, pipeline
+from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.testing import CassetteTransport, FunctionBackend, cassette
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Reply, Request, error_reply, json_reply
 
 KEY = "sk-or-v1-PLANTED0123456789abcdefSECRET"
@@ -128,3 +131,71 @@ def test_the_key_never_reaches_cli_output(tmp_path: Path) -> None:
         assert KEY not in output.stdout + output.stderr
     assert "***" in outputs[1].stderr
     assert KEY not in (tmp_path / "out.jsonl").read_text()
+
+
+# -- cassettes (issue 12 item 19): a backend's own credentials, whatever their shape -------------------
+
+GATEWAY_KEY = "gw-tenant-7f3a9c1e5b2d"  # looks like no known key: only its value can find it
+PASSWORD = "correct horse battery staple"
+
+
+class KeyedBackend(FunctionBackend):
+    """A backend configured with secrets that look like no known key, and a dummy one."""
+
+    @property
+    def credentials(self) -> tuple[str, ...]:
+        return (GATEWAY_KEY, PASSWORD, "EMPTY")
+
+
+def leaky(messages: list[Message], params: GenerationParams) -> str:
+    """Echoes the credentials, as careless servers do in replies and error messages."""
+    if messages[-1].text == "refuse":
+        raise InvalidRequestError(f"Unexpected key {GATEWAY_KEY} for user:{PASSWORD} (EMPTY is a dummy)")
+    return f"EMPTY? no: {GATEWAY_KEY} and {PASSWORD}"
+
+
+@pytest.mark.parametrize("lazily", [False, True], ids=["backend", "factory"])
+def test_a_backends_credentials_never_reach_a_chat_cassette(tmp_path: Path, lazily: bool) -> None:
+    path = tmp_path / "chat.yaml"
+    inner: Any = (lambda: KeyedBackend(leaky)) if lazily else KeyedBackend(leaky)
+    with cassette(path, inner, mode="once") as backend:
+        backend.chat("hello")
+        assert [d.text for d in backend.stream("stream it")]
+        with pytest.raises(InvalidRequestError):
+            backend.chat("refuse")
+    text = path.read_text()
+    assert GATEWAY_KEY not in text and PASSWORD not in text
+    assert text.count("**scrubbed**") >= 6
+    assert "Unexpected" in text and "EMPTY" in text  # a dummy key under 8 characters is left alone
+    with cassette(path) as replay, pytest.raises(InvalidRequestError) as refused:
+        replay.chat("refuse")
+    assert str(refused.value).startswith("Unexpected key **scrubbed** for user:**scrubbed**")
+
+
+def test_query_keys_key_headers_and_echoed_keys_never_reach_an_http_cassette(tmp_path: Path) -> None:
+    query_key = "az-query-0123456789abcdef"  # Azure's ?api-key=, shaped like no known key
+    named_header_key = "goog-header-0123456789"  # in x-goog-api-key: a credential by its name
+    tenant_key = "tenant-9876543210-zyx"  # in a header named like nothing secret: a credential by value
+    url_password = "pa55word-in-the-url"
+
+    def careless(request: Request) -> Reply:
+        seen = f"{request.query} {request.headers}"  # echoes every key it got, as some gateways do
+        return error_reply(401, f"Incorrect API key provided: {seen}", code="invalid_api_key")
+
+    path = tmp_path / "http.yaml"
+    with LoopbackServer(careless) as server:
+        host = server.url.split("://", 1)[1]
+        url = f"http://user:{url_password}@{host}/v1/chat/completions?api-version=2024-06-01&api-key={query_key}"
+        headers = {"x-goog-api-key": named_header_key, "x-tenant": tenant_key}
+        transport = CassetteTransport(path, mode="once")
+        transport.add_secrets([tenant_key, "EMPTY"])  # what a backend given this transport registers
+        with httpx2.Client(transport=transport) as client:
+            live = client.post(url, json={"messages": []}, headers=headers)
+    assert live.status_code == 401 and query_key in live.text and tenant_key in live.text
+    text = path.read_text()
+    for secret in (query_key, named_header_key, tenant_key, url_password):
+        assert secret not in text
+    assert "api-version=2024-06-01" in text  # parameters that are not credentials stay
+    with httpx2.Client(transport=CassetteTransport(path)) as client:  # the scrubbed URL still matches
+        replayed = client.post(url, json={"messages": []}, headers=headers)
+    assert replayed.status_code == 401 and "**scrubbed**" in replayed.text

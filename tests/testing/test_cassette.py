@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -336,3 +337,76 @@ def test_an_unknown_record_mode_is_a_config_error_with_a_suggestion() -> None:
     assert check_mode("new_episodes") == "new_episodes"
     with pytest.raises(ConfigError, match="did you mean 'new_episodes'"):
         check_mode("new_episode")
+
+
+# -- issue 12: what YAML cannot hold, permissions, and hints that say what is true ---------------------
+
+
+def test_a_reply_holding_a_lone_surrogate_is_saved_and_reads_back_the_same(tmp_path: Path) -> None:
+    # What JavaScript writes when it cuts an emoji in half: valid JSON, but neither YAML nor UTF-8.
+    half = "cut \ud83d here\nand a whole one: \U0001f600, a low half \ude00"
+    tape = Cassette(tmp_path / "c.yaml")
+    tape.record(
+        Interaction(
+            request=request(half),
+            response={"text": half, "details": {"raw\ud83d": [half]}},
+            recorded_at="t",
+            llmclient_version="v",
+        )
+    )
+    tape.save()
+    text = (tmp_path / "c.yaml").read_text(encoding="utf-8")
+    assert "!json" in text  # the documented escape
+    again = Cassette(tmp_path / "c.yaml")
+    found = again.find(request(half))
+    assert found is not None and found.response == {"text": half, "details": {"raw\ud83d": [half]}}
+    assert again.unused() == []
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o002])
+def test_a_new_cassette_file_gets_the_permissions_the_umask_allows(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        tape = Cassette(tmp_path / "c.yaml")
+        tape.record(reply("Paris."))
+        tape.save()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
+    # An existing file keeps its own permissions when it is saved again.
+    os.chmod(tmp_path / "c.yaml", 0o640)
+    tape = Cassette(tmp_path / "c.yaml")
+    tape.record(recorded(request("again"), "x"))
+    tape.save()
+    assert (tmp_path / "c.yaml").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_miss_on_an_empty_file_says_it_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")
+    message = str(Cassette(tmp_path / "empty.yaml").miss_error(request()))
+    assert "holds no interactions (the file is empty)" in message
+    assert "does not exist" not in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ("  response: {finish_reason: stop}", "interaction 1: 'response' is malformed: 'text' is missing"),
+        (
+            "  stream: [{text: a}, {text: b, usage: {prompt_tokens: 1}}]",
+            "interaction 1: 'stream' delta 1 is malformed: 'completion_tokens' is missing",
+        ),
+        ("  error: {type: Oops, message: no}", "interaction 1: 'error' is malformed: 'type' must be one of"),
+        ("  response: {text: x, finish_reason: done}", "finish_reason 'done' is not one of llmclient's"),
+    ],
+)
+def test_a_malformed_entry_is_named_by_its_index_with_what_is_wrong(
+    tmp_path: Path, entry: str, complaint: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    good = "- request: {messages: []}\n  response: {text: fine}\n"
+    path.write_text(f"llmclient_cassette: 1\ninteractions:\n{good}- request: {{messages: [x]}}\n{entry}\n")
+    with pytest.raises(CassetteError) as info:  # at load, not when the entry is first replayed
+        Cassette(path)
+    assert complaint in str(info.value)
+    assert "bad.yaml" in str(info.value)

@@ -35,6 +35,7 @@ from llmclient.registry import register, unregister
 from llmclient.retry import RetryPolicy
 from llmclient.testing import (
     CassetteSession,
+    FunctionBackend,
     RecordingBackend,
     ReplayBackend,
     block_real_backends,
@@ -542,3 +543,33 @@ def test_stream_details_are_written_only_where_they_change() -> None:
         },
     ]
     assert deltas_from_dicts(written) == deltas
+
+
+def test_a_replay_miss_in_an_existing_cassette_offers_new_episodes_not_once(tmp_path: Path) -> None:
+    answering = FunctionBackend(lambda messages, params: "ok")
+    recorded_once = cassette(tmp_path / "c.yaml", answering, mode="once")
+    recorded_once.chat("first")
+    recorded_once.close()
+    for replaying in (
+        ReplayBackend(tmp_path / "c.yaml"),
+        cassette(tmp_path / "c.yaml", answering, mode="none"),
+    ):
+        with replaying as backend, pytest.raises(CassetteError) as info:
+            backend.chat("second")
+        message = str(info.value)
+        assert "record the new request with mode 'new_episodes'" in message
+        assert "re-record the whole cassette with mode 'all'" in message
+        assert "'once'" not in message  # once would not record into this file
+    assert len(answering.requests) == 1
+
+
+def test_a_reply_holding_a_lone_surrogate_is_recorded_and_replayed(tmp_path: Path) -> None:
+    half = "an emoji cut in half: \ud83d"
+    path = tmp_path / "c.yaml"
+    with cassette(path, FunctionBackend(lambda messages, params: half), mode="once") as backend:
+        live = backend.chat("Hi")
+        streamed = [d.text for d in backend.stream("Hi again")]
+    assert live.text == half
+    with cassette(path) as backend:
+        assert timeless(backend.chat("Hi")) == timeless(live)
+        assert [d.text for d in backend.stream("Hi again")] == streamed

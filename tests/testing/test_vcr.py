@@ -391,3 +391,53 @@ def test_a_malformed_vcr_cassette_is_a_cassette_error(tmp_path: Path, content: s
 def test_an_unknown_matcher_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="match_on"):
         CassetteTransport(tmp_path / "c.yaml", match_on=["method", "verb"])
+
+
+def test_a_replay_miss_in_an_existing_cassette_offers_new_episodes_not_once(
+    recorded_chat: tuple[Path, str],
+) -> None:
+    path, base_url = recorded_chat
+    with httpx2.Client(transport=CassetteTransport(path)) as client, pytest.raises(CassetteError) as info:
+        client.get(f"{base_url}/models")
+    message = str(info.value)
+    assert "record the new request with mode 'new_episodes'" in message
+    assert "'once'" not in message
+
+
+def test_an_empty_cassette_file_is_called_empty_and_records_in_mode_once(tmp_path: Path) -> None:
+    path = tmp_path / "http.yaml"
+    path.write_text("")
+    with httpx2.Client(transport=CassetteTransport(path)) as client, pytest.raises(CassetteError) as info:
+        client.get("http://127.0.0.1:9/v1/models")
+    assert "holds no interactions (the file is empty)" in str(info.value)
+    with (
+        LoopbackServer(OpenAIHandler(echo)) as server,
+        backend_for(server.base_url, CassetteTransport(path, mode="once")) as backend,
+    ):
+        assert backend.chat("Hi").text == "echo: Hi"
+    assert len(yaml.safe_load(path.read_text())["interactions"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "complaint"),
+    [
+        (
+            "- request: {method: GET}\n  response: {status: {code: 200}, body: {string: ''}}",
+            "interaction 1 is malformed: request.uri must be a string",
+        ),
+        (
+            "- request: {method: GET, uri: 'http://h/'}\n  response: {status: {code: OK}}",
+            "interaction 1 is malformed: response.status.code must be a number, got 'OK'; "
+            "response.body must be a mapping",
+        ),
+        ("- just a string", "interaction 1 is malformed: it must be a mapping"),
+    ],
+)
+def test_a_malformed_vcr_interaction_is_named_with_what_is_wrong(
+    tmp_path: Path, item: str, complaint: str
+) -> None:
+    good = "- request: {method: GET, uri: 'http://h/'}\n  response: {status: {code: 200}, body: {string: ''}}"
+    (tmp_path / "bad.yaml").write_text(f"interactions:\n{good}\n{item}\nversion: 1\n")
+    with pytest.raises(CassetteError) as info:
+        CassetteTransport(tmp_path / "bad.yaml")
+    assert complaint in str(info.value)

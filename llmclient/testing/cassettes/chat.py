@@ -35,7 +35,8 @@ class Cassette:
     Args:
         path: the YAML file; it need not exist yet.
         ignore: request fields left out of matching, e.g. ``("seed",)`` or ``("params.extra.user",)``.
-        secrets: strings scrubbed from everything recorded, besides API-key-looking ones.
+        secrets: strings scrubbed from everything recorded, besides API-key-looking ones (those shorter
+            than 8 characters are left alone: dummy keys such as ``"EMPTY"`` would mangle words).
         allow_repeats: replay the last matching entry again once all matching entries have played
             (the repeat rule of :mod:`llmclient.testing.cassettes.index`).
     """
@@ -77,6 +78,12 @@ class Cassette:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Scrub ``secrets`` from everything recorded from now on, whatever their shape (those shorter
+        than 8 characters excepted): a recording backend adds the credentials of the backend it wraps.
+        """
+        self.scrubber.learn_all(secrets)
 
     def _keying(self, also_ignore: Iterable[str]) -> tuple[tuple[str, ...], Callable[[Interaction], str]]:
         """The ignored fields, and the key of an interaction's request without them."""
@@ -121,7 +128,7 @@ class Cassette:
                 closest,
                 noun="request",
                 total=len(self.interactions),
-                existed=self.existed,
+                file_state=self._file.state,
                 differences=diff,
                 repeats_option="allow_repeats=True",
                 tail=[f"(ignoring {', '.join(ignore)})" if ignore and closest else "", hint],

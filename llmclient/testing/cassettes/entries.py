@@ -33,7 +33,7 @@ entries is :class:`~llmclient.testing.cassettes.chat.Cassette`'s work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,10 @@ class Interaction:
             present[0] == "stream" and not all(isinstance(d, Mapping) for d in outcome)
         ):
             raise CassetteError(f"{where}: '{present[0]}' is malformed: {short_repr(outcome)}")
+        try:  # read the outcome now, so a bad entry is named where it sits, not when it replays
+            _READERS[present[0]](outcome)
+        except CassetteError as exc:
+            raise CassetteError(f"{where}: {exc}") from exc
         return cls(
             request=dict(request),
             response=dict(data["response"]) if present[0] == "response" else None,
@@ -160,6 +164,13 @@ def normalise_request(
     return out
 
 
+def _what_is_wrong(exc: Exception) -> str:
+    """What a reading error says is wrong with an entry, in words."""
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]!r} is missing"
+    return str(exc)
+
+
 def _usage_to_dict(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
 
@@ -206,7 +217,9 @@ def response_from_dict(data: Mapping[str, Any]) -> ChatResponse:
             details=dict(data.get("details") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise CassetteError(f"malformed recorded response {dict(data)!r}: {exc!r}") from exc
+        raise CassetteError(
+            f"'response' is malformed: {_what_is_wrong(exc)} in {short_repr(dict(data))}"
+        ) from exc
 
 
 def deltas_to_dicts(deltas: Iterable[StreamDelta]) -> list[dict[str, Any]]:
@@ -235,7 +248,7 @@ def deltas_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[StreamDelta]:
     """
     out: list[StreamDelta] = []
     details: dict[str, Any] = {}
-    for item in items:
+    for position, item in enumerate(items):
         try:
             details = dict(item.get("details", details) or {})
             out.append(
@@ -247,7 +260,9 @@ def deltas_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[StreamDelta]:
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CassetteError(f"malformed recorded stream delta {dict(item)!r}: {exc!r}") from exc
+            raise CassetteError(
+                f"'stream' delta {position} is malformed: {_what_is_wrong(exc)} in {short_repr(dict(item))}"
+            ) from exc
     return out
 
 
@@ -274,8 +289,8 @@ def error_from_dict(data: Mapping[str, Any]) -> InvalidRequestError:
     cls = _RECORDED_ERRORS.get(str(data.get("type")))
     if cls is None or not isinstance(data.get("message"), str):
         raise CassetteError(
-            f"malformed recorded error {dict(data)!r}: 'type' must be one of {sorted(_RECORDED_ERRORS)} "
-            f"and 'message' a string"
+            f"'error' is malformed: 'type' must be one of {sorted(_RECORDED_ERRORS)} and 'message' a "
+            f"string, in {short_repr(dict(data))}"
         )
     common = {"status_code": data.get("status_code"), "provider_reason": data.get("provider_reason")}
     if cls is ContextWindowExceededError:
@@ -283,3 +298,11 @@ def error_from_dict(data: Mapping[str, Any]) -> InvalidRequestError:
             data["message"], **common, **{k: data.get(k) for k in _ERROR_NUMBERS}
         )
     return cls(data["message"], **common)
+
+
+_READERS: dict[str, Callable[[Any], object]] = {
+    "response": response_from_dict,
+    "stream": deltas_from_dicts,
+    "error": error_from_dict,
+}
+"""How each kind of outcome is read: checked when an entry is loaded."""

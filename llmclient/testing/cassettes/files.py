@@ -2,7 +2,10 @@
 
 Files are written whole, to a temporary file renamed over the old one, so a crash while saving leaves
 the old cassette intact; saves take a lock on the cassette's folder and merge with what other
-recorders saved meanwhile, so threads, tasks and processes can record into one cassette. Chat
+recorders saved meanwhile, so threads, tasks and processes can record into one cassette. A new file
+gets the permissions the umask allows (an existing one keeps its own). A string YAML cannot hold (one
+with a lone UTF-16 surrogate, what JavaScript writes when it cuts an emoji in half) is written as
+``!json`` and its JSON string literal, which reads back as the same string. Chat
 cassettes (:mod:`llmclient.testing.cassettes.chat`) and HTTP cassettes
 (:mod:`llmclient.testing.cassettes.vcr`) both keep their file through :class:`CassetteFile`.
 """
@@ -11,13 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
+import secrets
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -32,13 +37,41 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+JSON_TAG = "!json"
+"""The tag of a string written as its JSON literal: how a cassette holds a lone UTF-16 surrogate."""
+
+
+FileState = Literal["absent", "empty", "loaded"]
+"""What a cassette file was when loaded: missing, holding no YAML document, or holding one."""
+
+
 def _represent_str(dumper: Any, data: str) -> Any:
+    if _SURROGATE.search(data):
+        # YAML (and UTF-8) cannot hold a lone surrogate, not even escaped; JSON's \uXXXX can.
+        literal = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, ensure_ascii=False))
+        return dumper.represent_scalar(JSON_TAG, literal, style="'")
     # Multi-line text (replies, SSE bodies) as literal blocks: readable, and diffs show the lines.
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
 
 
+def _construct_json(loader: Any, node: Any) -> str:
+    literal = loader.construct_scalar(node)
+    try:
+        value = json.loads(literal)
+    except ValueError as exc:
+        value = exc
+    if not isinstance(value, str):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{JSON_TAG} needs a JSON string literal, got {literal!r}", node.start_mark
+        )
+    return value
+
+
 _Dumper: Any = type("CassetteDumper", (_BaseDumper,), {})
 _Dumper.add_representer(str, _represent_str)
+_Loader = type("CassetteLoader", (_Loader,), {})
+_Loader.add_constructor(JSON_TAG, _construct_json)
 
 
 def dump_yaml(document: Mapping[str, Any]) -> str:
@@ -51,26 +84,44 @@ def dump_yaml(document: Mapping[str, Any]) -> str:
 
 def fingerprint(item: Any) -> str:
     """A digest of a whole recorded item, to recognise it in the file again."""
-    return hashlib.sha256(canonical_json(item).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(item).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed over it: readers and crashes see
-    either the old file whole or the new one whole.
+    either the old file whole or the new one whole. A new file gets the permissions the umask allows
+    (the temporary file is created with them); an existing one keeps its own.
     """
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kept: int | None = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        kept = None
+    fd, temporary = _create_temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
+        if kept is not None:
+            os.chmod(temporary, kept)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path``, open for writing, created with mode 0666 less the umask
+    (``tempfile.mkstemp`` would make it 0600, and a chmod after it would have to guess the umask).
+    """
+    while True:
+        temporary = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:  # pragma: no cover - a 32-bit name collision
+            continue
 
 
 @contextlib.contextmanager
@@ -140,6 +191,8 @@ class CassetteFile:
         self._dropped: set[str] = set()
         self._dirty = False
         data = load_yaml(path)
+        self.state: FileState = "loaded" if data is not None else "empty" if path.exists() else "absent"
+        """What the file was when loaded; an empty one records as a missing one does."""
         self.existed = data is not None
         self.items: list[dict[str, Any]] = read(data, path) if data is not None else []
         """The items the file held when it was loaded."""

@@ -19,7 +19,15 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from llmclient.testing.cassettes.files import FileState
+
 E = TypeVar("E")
+
+_WHY_NONE: dict[FileState, str] = {
+    "absent": " (the file does not exist).",
+    "empty": " (the file is empty).",
+    "loaded": ".",
+}
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def miss_report(
     *,
     noun: str,
     total: int,
-    existed: bool,
+    file_state: FileState,
     differences: Callable[[E], list[str]],
     repeats_option: str,
     tail: Sequence[str] = (),
@@ -143,9 +151,7 @@ def miss_report(
     """
     lines = list(head)
     if closest is None:
-        lines.append(
-            "The cassette holds no interactions" + ("." if existed else " (the file does not exist).")
-        )
+        lines.append(f"The cassette holds no interactions{_WHY_NONE[file_state]}")
     elif closest.played_out:
         lines.append(
             f"Interaction {closest.position} matches but has already played: pass {repeats_option} "

@@ -64,7 +64,8 @@ def without(request: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]
 
 def request_key(request: Mapping[str, Any], ignore: Iterable[str] = ()) -> str:
     """The stable matching key of a normalised request: SHA-256 of its canonical JSON, less ``ignore``."""
-    return hashlib.sha256(canonical_json(without(request, ignore)).encode()).hexdigest()
+    text = canonical_json(without(request, ignore))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # lone surrogates too
 
 
 def short_repr(value: Any) -> str:

@@ -41,14 +41,17 @@ def may_record(mode: RecordMode, existed: bool) -> bool:
 
 
 def record_hint(mode: RecordMode, existed: bool) -> str:
-    """How to get a missing reply recorded, for the error raised under ``mode``."""
-    if mode == "once" and existed:
+    """How to get a missing reply recorded, for the error raised under ``mode``.
+
+    Mode ``once`` records only into a cassette that does not exist yet (or is empty), so it is
+    offered only for those; into an existing one, ``new_episodes`` records and ``all`` re-records.
+    """
+    how = "(pytest: --llm-record-mode=new_episodes), or re-record the whole cassette with mode 'all'."
+    if not existed:
+        return f"Record it with mode 'once' or 'new_episodes' {how}"
+    if mode == "once":
         return (
             "Mode 'once' records only into a cassette that does not exist yet: record the new request "
-            "with mode 'new_episodes' (pytest: --llm-record-mode=new_episodes), or re-record the whole "
-            "cassette with mode 'all'."
+            f"with mode 'new_episodes' {how}"
         )
-    return (
-        "Record it with mode 'once' or 'new_episodes' (pytest: --llm-record-mode=new_episodes), "
-        "or re-record the whole cassette with mode 'all'."
-    )
+    return f"The cassette exists already: record the new request with mode 'new_episodes' {how}"

@@ -29,14 +29,15 @@ Requests match as VCR.py matches them by default (method, scheme, host, port, pa
 recorded interaction playing once, in order; with ``allow_playback_repeats`` the last matching one
 then repeats (the one repeat rule of :mod:`llmclient.testing.cassettes.index`, which chat cassettes
 follow too; VCR.py itself repeats the first). Compressed replies are recorded decoded (as VCR.py's
-``decode_compressed_response``), so bodies stay readable. ``Authorization``, ``api-key``,
-``x-api-key``, cookie headers and API keys in bodies and URIs are scrubbed before anything is written;
-the key sent in an ``Authorization`` header is scrubbed wherever else it appears.
+``decode_compressed_response``), so bodies stay readable. Before anything is written, the values of
+credential headers (``Authorization``, ``api-key``, cookies, any name made of a credential word) and
+credential query parameters (``?api-key=``, ``?key=``, ...), a URL's password and API-key-looking
+strings are scrubbed; each credential sent is scrubbed wherever else it appears, as are the
+``secrets`` given and those a backend registers with :meth:`CassetteTransport.add_secrets`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,11 +48,19 @@ from typing import Any
 import httpx2
 
 from llmclient.errors import CassetteError, ConfigError
+from llmclient.testing.cassettes.exchanges import (
+    as_bytes,
+    exchanges_document,
+    header_lists,
+    read_exchanges,
+    request_view,
+    text_or_bytes,
+)
 from llmclient.testing.cassettes.files import CassetteFile
 from llmclient.testing.cassettes.index import ReplayIndex, miss_report
 from llmclient.testing.cassettes.matching import canonical_json, differences
 from llmclient.testing.cassettes.modes import RecordMode, check_mode, may_record, record_hint
-from llmclient.testing.cassettes.scrubbing import SCRUBBED, SECRET_HEADERS, Scrubber
+from llmclient.testing.cassettes.scrubbing import SCRUBBED, Scrubber, is_secret_header
 
 MATCHERS = ("method", "scheme", "host", "port", "path", "query", "uri", "body")
 """Request properties a cassette can match on (VCR.py's names)."""
@@ -59,83 +68,7 @@ MATCHERS = ("method", "scheme", "host", "port", "path", "query", "uri", "body")
 DEFAULT_MATCH_ON = ("method", "scheme", "host", "port", "path", "query")
 """VCR.py's default matching."""
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _RECOMPUTED_HEADERS = frozenset({"content-length", "transfer-encoding"})
-
-
-def _read_vcr(data: Any, path: Path) -> list[dict[str, Any]]:
-    if isinstance(data, Mapping) and "llmclient_cassette" in data:
-        raise CassetteError(
-            f"{path} is a chat cassette, not an HTTP-level (VCR) one: replay it with "
-            f"llmclient.testing.ReplayBackend"
-        )
-    items = data.get("interactions") if isinstance(data, Mapping) else None
-    if not isinstance(items, list):
-        raise CassetteError(f"{path} is not a VCR cassette: it has no 'interactions' list")
-    for index, item in enumerate(items):
-        request = item.get("request") if isinstance(item, Mapping) else None
-        response = item.get("response") if isinstance(item, Mapping) else None
-        if (
-            not isinstance(request, Mapping)
-            or not isinstance(response, Mapping)
-            or not isinstance(request.get("method"), str)
-            or not isinstance(request.get("uri"), str)
-            or not isinstance(response.get("status"), Mapping)
-            or not isinstance(response.get("body"), Mapping)
-        ):
-            raise CassetteError(
-                f"{path} interaction {index} is malformed: it needs request.method, request.uri, "
-                f"response.status and response.body"
-            )
-    return items
-
-
-def _vcr_document(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"interactions": items, "version": 1}
-
-
-def _text_or_bytes(body: bytes) -> str | bytes:
-    """A body as VCR.py stores it: text when it is UTF-8, else bytes (written as ``!!binary``)."""
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body
-
-
-def _as_bytes(body: Any) -> bytes:
-    if body is None:
-        return b""
-    return body if isinstance(body, bytes) else str(body).encode("utf-8")
-
-
-def _header_lists(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name, value in raw:
-        out.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
-    return out
-
-
-def _body_key(body: bytes) -> Any:
-    """What the ``body`` matcher compares: parsed JSON (so key order and spacing do not matter), or text."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-
-
-def _view(method: str, uri: str, body: bytes) -> dict[str, Any]:
-    """A request's value for every matcher."""
-    url = httpx2.URL(uri)
-    return {
-        "method": method.upper(),
-        "scheme": url.scheme,
-        "host": url.host,
-        "port": url.port or _DEFAULT_PORTS.get(url.scheme),
-        "path": url.path,
-        "query": sorted(url.params.multi_items()),
-        "uri": uri,
-        "body": _body_key(body),
-    }
 
 
 @dataclass(frozen=True)
@@ -162,7 +95,8 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         async_transport: the async one (default: an ``httpx2.AsyncHTTPTransport`` per recorded
             request: recording is rare, and nothing is left open to close from sync code).
         secret_headers: more header names whose values are scrubbed.
-        secrets: strings scrubbed wherever they appear, besides API-key-looking ones.
+        secrets: strings scrubbed wherever they appear, besides API-key-looking ones (a backend's
+            credentials; see :meth:`add_secrets`). Those shorter than 8 characters are left alone.
 
     The cassette is saved when the transport is closed (an httpx2 client or the backend closes it),
     or by :meth:`save`.
@@ -186,9 +120,9 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         self.path = Path(path)
         self.mode = check_mode(mode)
         self.match_on = tuple(match_on)
-        self._secret_headers = SECRET_HEADERS | {h.lower() for h in secret_headers}
+        self._secret_headers = frozenset(h.lower() for h in secret_headers)
         self._scrubber = Scrubber(secrets)
-        self._file = CassetteFile(self.path, read=_read_vcr, document=_vcr_document)
+        self._file = CassetteFile(self.path, read=read_exchanges, document=exchanges_document)
         self._index: ReplayIndex[_Exchange] = ReplayIndex(
             (_Exchange(item, self._recorded_view(item)) for item in self._file.items),
             repeats=allow_playback_repeats,
@@ -205,22 +139,32 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
 
     def _recorded_view(self, item: Mapping[str, Any]) -> dict[str, Any]:
         request = item["request"]
-        return _view(
+        return request_view(
             request["method"],
-            self._scrubber.text(request["uri"]),
-            _as_bytes(self._scrubber.value(request.get("body"))),
+            self._scrubber.uri(request["uri"]),
+            as_bytes(self._scrubber.value(request.get("body"))),
         )
 
     def _live_view(self, request: httpx2.Request, body: bytes) -> dict[str, Any]:
         self._learn(request.headers.raw)
-        text = _text_or_bytes(body)
+        text = text_or_bytes(body)
         scrubbed = self._scrubber.text(text).encode("utf-8") if isinstance(text, str) else text
-        return _view(request.method, self._scrubber.text(str(request.url)), scrubbed)
+        return request_view(request.method, self._scrubber.uri(str(request.url)), scrubbed)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Scrub ``secrets`` from everything recorded from now on, wherever they appear and whatever
+        their shape (those shorter than 8 characters excepted).
+
+        A backend given this transport registers its credentials here
+        (:attr:`~llmclient.backend.ChatBackend.credentials`): keys sent in a header of any name, in a
+        query parameter, or echoed by the server in an error message.
+        """
+        self._scrubber.learn_all(secrets)
 
     def _learn(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Take the secrets in secret headers, so they are scrubbed wherever else they appear."""
         for name, value in headers:
-            if name.decode("latin-1").lower() in self._secret_headers:
+            if is_secret_header(name.decode("latin-1"), self._secret_headers):
                 text = value.decode("latin-1")
                 self._scrubber.learn(text)
                 self._scrubber.learn(text.partition(" ")[2])  # the token of "Bearer <token>"
@@ -256,7 +200,7 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
                 closest,
                 noun="exchange",
                 total=len(self._index.entries),
-                existed=self._file.existed,
+                file_state=self._file.state,
                 differences=diff,
                 repeats_option="allow_playback_repeats=True",
                 tail=[record_hint(self.mode, self._file.existed)],
@@ -283,7 +227,7 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         return httpx2.Response(
             int(status["code"]),
             headers=headers,
-            content=_as_bytes(body),
+            content=as_bytes(body),
             request=request,
             extensions=extensions,
         )
@@ -295,9 +239,10 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     def _scrubbed_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
         return {
             name: [
-                SCRUBBED if name.lower() in self._secret_headers else self._scrubber.text(v) for v in values
+                SCRUBBED if is_secret_header(name, self._secret_headers) else self._scrubber.text(v)
+                for v in values
             ]
-            for name, values in _header_lists(raw).items()
+            for name, values in header_lists(raw).items()
         }
 
     def _record(self, request: httpx2.Request, body: bytes, response: httpx2.Response) -> httpx2.Response:
@@ -308,14 +253,14 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
             for name, value in response.headers.raw
             if name.lower() != b"content-encoding"  # the body is kept decoded
         ]
-        request_body = _text_or_bytes(body)
-        response_body = _text_or_bytes(content)
+        request_body = text_or_bytes(body)
+        response_body = text_or_bytes(content)
         item: dict[str, Any] = {
             "request": {
                 "body": self._scrubber.value(request_body) if request_body else None,
                 "headers": self._scrubbed_headers(request.headers.raw),
                 "method": request.method,
-                "uri": self._scrubber.text(str(request.url)),
+                "uri": self._scrubber.uri(str(request.url)),
             },
             "response": {
                 "body": {"string": self._scrubber.value(response_body)},
