@@ -44,6 +44,7 @@ from llmclient.types import (
     StreamDelta,
     Usage,
 )
+from llmclient.wrapper import WrapperBackend
 
 __version__ = "0.1.0"
 
@@ -77,6 +78,7 @@ __all__ = [
     "StreamDelta",
     "TimeoutError",
     "Usage",
+    "WrapperBackend",
     "__version__",
     "backend_types",
     "load",

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from llmclient.backend import ChatBackend, Messages, WrapperBackend
+from llmclient.backend import ChatBackend, Messages
 from llmclient.errors import CassetteError, InvalidRequestError, LLMClientError
 from llmclient.stream import StreamAccumulator
 from llmclient.testing.cassettes.chat import Cassette
@@ -31,6 +31,7 @@ from llmclient.testing.cassettes.entries import (
 )
 from llmclient.testing.cassettes.modes import RecordMode, record_hint
 from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta
+from llmclient.wrapper import WrapperBackend
 
 CassetteLike = Cassette | str | os.PathLike[str]
 """A :class:`Cassette`, or the path of its file."""
