@@ -26,6 +26,7 @@ from pathlib import Path
 
 import llmclient
 from llmclient import pipeline
+from llmclient.pipeline.keys import identify
 
 
 @contextmanager
@@ -95,13 +96,17 @@ def resume(n: int) -> float:
     template = "Analyse {{ foods }}: {{ comment }}"
     backend = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
     fingerprint = pipeline.run_fingerprint(
-        pipeline.PromptTemplate(template), llmclient.GenerationParams(), "m"
+        pipeline.PromptTemplate(template),
+        backend.defaults.merged(llmclient.GenerationParams()),
+        backend.model,
+        backend_type=backend.type_name,
+        endpoint=backend.endpoint,
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.jsonl"
         with out.open("w") as handle:
-            for row in data[: n // 2]:
-                key = pipeline.row_key({"id": row["id"]}, fingerprint)
+            for index, row in enumerate(data[: n // 2]):
+                _, key = identify(index, row, "id", fingerprint)
                 handle.write(
                     json.dumps(
                         {
