@@ -3,6 +3,9 @@
 Retried: errors whose class says ``retryable`` (rate limits, 5xx, connection failures, timeouts).
 Never retried: bad requests, authentication, context-window errors. A server's ``Retry-After`` is
 honoured; one above ``max_wait`` ends the retries at once rather than waiting less than asked.
+A backend may share one :class:`BackoffGate` between all its requests: after a 429, every request
+waits on it (the longest ``Retry-After`` asked, and at least a backoff that grows while 429s keep
+coming), so a storm of rate limits slows the backend as a whole rather than each request alone.
 
 :class:`RetryPolicy` is also the settings class of the ``retry`` table in ``llmclient.toml``
 (``retry = { max_attempts = 5, max_wait = 60 }``): its fields are declared here and nowhere else.
@@ -10,8 +13,11 @@ honoured; one above ``max_wait`` ends the retries at once rather than waiting le
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -60,8 +66,11 @@ class RetryPolicy(Settings):
         """Seconds to wait after ``attempt`` (counting from 1) failed with ``error``."""
         if isinstance(error, RateLimitError) and error.retry_after is not None:
             return float(error.retry_after)
-        backoff = min(self.max_backoff, self.initial_backoff * 2.0 ** (attempt - 1))
-        return backoff * (1 + self.jitter * random.random())
+        return self.backoff(attempt) * (1 + self.jitter * random.random())
+
+    def backoff(self, attempt: int) -> float:
+        """The exponential backoff after ``attempt`` (counting from 1) failures, without jitter."""
+        return min(self.max_backoff, self.initial_backoff * 2.0 ** (attempt - 1))
 
     def should_retry(self, error: BaseException) -> bool:
         """Whether ``error`` is worth another try at all."""
@@ -103,8 +112,14 @@ class RetryPolicy(Settings):
             "reraise": True,
         }
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Call ``fn``, retrying as the policy says; the last error is raised as it was."""
+    def call(self, fn: Callable[[], T], gate: BackoffGate | None = None) -> T:
+        """Call ``fn``, retrying as the policy says; the last error is raised as it was.
+
+        With a ``gate``, every attempt first waits until the gate is open, and a 429 closes it for
+        all the requests that share it.
+        """
+        if gate is not None:
+            fn = gate.guard(fn, self)
         try:
             return fn()
         except LLMClientError as exc:
@@ -116,8 +131,10 @@ class RetryPolicy(Settings):
         retrying = tenacity.Retrying(**self._controller())  # type: ignore[arg-type]
         return retrying(_replaying(first, fn))
 
-    async def acall(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def acall(self, fn: Callable[[], Awaitable[T]], gate: BackoffGate | None = None) -> T:
         """Async :meth:`call`."""
+        if gate is not None:
+            fn = gate.aguard(fn, self)
         try:
             return await fn()
         except LLMClientError as exc:
@@ -128,6 +145,74 @@ class RetryPolicy(Settings):
 
         retrying = tenacity.AsyncRetrying(**self._controller())  # type: ignore[arg-type]
         return await retrying(_areplaying(first, fn))
+
+
+class BackoffGate:
+    """One backend's shared pause after a 429: every request waits until it opens.
+
+    A 429 closes it for the longest ``Retry-After`` any request was given, and at least the
+    policy's backoff for the number of 429 waves in a row (a wave: the 429s of requests sent
+    since the gate last opened), so ``Retry-After: 0`` cannot start a storm. A success resets the
+    count. Thread-safe; sync and async requests share it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._wave_start = 0.0
+        self._waves = 0
+
+    def delay(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        return max(0.0, self._until - time.monotonic())
+
+    def close_after(self, error: RateLimitError, sent: float, policy: RetryPolicy) -> None:
+        """A request sent at ``sent`` (monotonic) got ``error``: close the gate as it asks."""
+        with self._lock:
+            if sent >= self._wave_start:
+                self._waves += 1
+            asked = float(error.retry_after or 0.0)
+            wait = min(max(asked, policy.backoff(self._waves)), policy.max_wait)
+            self._until = max(self._until, time.monotonic() + wait)
+            self._wave_start = self._until
+
+    def passed(self) -> None:
+        """A request succeeded: the next 429 starts counting waves from one again."""
+        self._waves = 0
+
+    def guard(self, fn: Callable[[], T], policy: RetryPolicy) -> Callable[[], T]:
+        """``fn`` that waits for the gate first and closes it on a 429."""
+
+        def attempt() -> T:
+            while (wait := self.delay()) > 0:
+                time.sleep(wait)
+            sent = time.monotonic()
+            try:
+                result = fn()
+            except RateLimitError as exc:
+                self.close_after(exc, sent, policy)
+                raise
+            self.passed()
+            return result
+
+        return attempt
+
+    def aguard(self, fn: Callable[[], Awaitable[T]], policy: RetryPolicy) -> Callable[[], Awaitable[T]]:
+        """Async :meth:`guard`."""
+
+        async def attempt() -> T:
+            while (wait := self.delay()) > 0:
+                await asyncio.sleep(wait)
+            sent = time.monotonic()
+            try:
+                result = await fn()
+            except RateLimitError as exc:
+                self.close_after(exc, sent, policy)
+                raise
+            self.passed()
+            return result
+
+        return attempt
 
 
 def _replaying(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from remote_support import API_KEY, Caller, Script
 
-from llmclient.backends.openai import wire
+from llmclient.backends.openai import failures, wire
 from llmclient.errors import AuthenticationError, InvalidRequestError, LLMClientError
 from llmclient.testing.server import OpenAIHandler, Reply, completion_chunks, json_reply, sse_reply
 
@@ -25,8 +25,8 @@ def test_the_wire_codec_takes_no_secrets() -> None:
         wire.parse_completion,
         wire.parse_chunk,
         wire.load_event,
-        wire.error_from_status,
-        wire.error_from_payload,
+        failures.error_from_status,
+        failures.error_from_payload,
     ):
         assert "secrets" not in inspect.signature(function).parameters, function.__name__
 

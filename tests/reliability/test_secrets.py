@@ -199,3 +199,73 @@ def test_query_keys_key_headers_and_echoed_keys_never_reach_an_http_cassette(tmp
     with httpx2.Client(transport=CassetteTransport(path)) as client:  # the scrubbed URL still matches
         replayed = client.post(url, json={"messages": []}, headers=headers)
     assert replayed.status_code == 401 and "**scrubbed**" in replayed.text
+
+
+# -- issue 12 items 17, 18 and 25: keys in headers and in the base URL; dummy keys left alone ----------
+
+AZURE_KEY = "az-PLANTED-0123456789abcdef"
+MY_TOKEN = "tok-PLANTED-fedcba9876543210"
+PASSWORD = "pw-PLANTED-5551234"
+
+
+def _echo_headers(request: Request) -> Reply:
+    """A careless gateway: every request header echoed in its error message (and a header)."""
+    echoed = "; ".join(f"{k}={v}" for k, v in request.headers.items())
+    prompt = request.json()["messages"][-1]["content"]
+    status = 503 if prompt == "flaky" else 401
+    return error_reply(status, f"rejected: {echoed}", code=echoed[:200], headers=[("X-Echo", echoed[:500])])
+
+
+def test_header_keys_and_url_passwords_never_leave(caplog: pytest.LogCaptureFixture) -> None:
+    from llmclient.backends.openai import OpenAICompatibleBackend
+
+    errors: list[LLMClientError] = []
+    with LoopbackServer(_echo_headers) as server, caplog.at_level(logging.INFO):
+        base_url = server.base_url.replace("http://", f"http://user:{PASSWORD}@")
+        backend = OpenAICompatibleBackend(
+            model="m",
+            base_url=base_url,
+            headers={"api-key": AZURE_KEY, "x-my-token": f"Token {MY_TOKEN}"},
+            secret_headers=["X-My-Token"],
+            retry={"max_attempts": 2, "initial_backoff": 0.01},
+        )
+        for prompt in ("denied", "flaky"):
+            for call in (
+                lambda p: backend.chat(p),
+                lambda p: backend.stream(p).final(),
+                lambda p: asyncio.run(backend.achat(p)),
+            ):
+                with pytest.raises(LLMClientError) as info:
+                    call(prompt)
+                errors.append(info.value)
+        seen = server.requests[-1].headers
+        produced = [
+            _everything(errors),
+            caplog.text,
+            repr(backend),
+            repr(backend.settings),
+            str(backend.endpoint),
+        ]
+        produced += [str(e.args) for e in errors]
+        backend.close()
+    assert seen["api-key"] == AZURE_KEY and MY_TOKEN in seen["x-my-token"]  # really sent
+    assert "retrying" in caplog.text  # the WARNING retry log was written
+    assert set(backend.credentials) >= {AZURE_KEY, MY_TOKEN, PASSWORD}
+    assert backend.endpoint == server.base_url
+    for text in produced:
+        for secret in (AZURE_KEY, MY_TOKEN, PASSWORD):
+            assert secret not in text
+
+
+def test_short_dummy_keys_do_not_mask_server_text() -> None:
+    from llmclient.backends.openai import OpenAICompatibleBackend
+
+    server_text = "Unexpected fields: extra_field"
+    with LoopbackServer(lambda r: error_reply(422, server_text)) as server:
+        for dummy in ("x", "EMPTY", "ollama"):
+            backend = OpenAICompatibleBackend(model="m", base_url=server.base_url, api_key=dummy)
+            with pytest.raises(LLMClientError) as info:
+                backend.chat("hi")
+            backend.close()
+            assert server_text in str(info.value)
+            assert backend.credentials == ()

@@ -9,27 +9,40 @@ transport failures become typed errors there, and the API key is masked there.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from typing_extensions import Unpack
 
 from llmclient._settings import read_settings
-from llmclient.backend import ChatBackend, Messages
+from llmclient.backend import ChatBackend, Messages, _closed_error
+from llmclient.backends.openai.credentials import masked, public_url, split_userinfo
+from llmclient.backends.openai.failures import refusal, refused
+from llmclient.backends.openai.limits import AttemptLimits
 from llmclient.backends.openai.providers import PROVIDERS, Provider, provider_named
 from llmclient.backends.openai.settings import OpenAICompatibleSettings, with_retry_table
+from llmclient.backends.openai.stops import StopCutter, find_stop
 from llmclient.backends.openai.transport import AiohttpTransport, ClientTransport, map_transport_error
-from llmclient.backends.openai.wire import StreamReader, build_body, error_from_status, parse_completion
+from llmclient.backends.openai.wire import StreamReader, build_body, parse_completion
 from llmclient.config import BackendConfig
-from llmclient.errors import LLMClientError, redact
+from llmclient.errors import LLMClientError
+from llmclient.retry import BackoffGate
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
 logger = logging.getLogger("llmclient")
+
+T = TypeVar("T")
+
+CLOSE_WAIT = 10.0
+"""Seconds ``close()`` waits for sync batches in flight to settle (each call failing as closed)."""
 
 
 class OpenAICompatibleBackend(ChatBackend):
@@ -68,17 +81,33 @@ class OpenAICompatibleBackend(ChatBackend):
         super().__init__(model=model, name=name or provider.name, defaults=defaults)
         self.settings = settings
         self.provider = provider
-        self.base_url = cast(str, settings.base_url).rstrip("/")
+        base_url, basic = split_userinfo(cast(str, settings.base_url))
+        self.base_url = base_url.rstrip("/")  # without a password: it is printed and logged
         self._url = httpx2.URL(f"{self.base_url}/chat/completions")
-        self._secrets = (settings.api_key,) if settings.api_key else ()
+        self._secrets = settings.credentials
+        self._gate = BackoffGate()
+        self._batches: set[concurrent.futures.Future[Any]] = set()
         self._wire = provider.wire_options(settings)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
+        if basic:
+            self._headers["authorization"] = basic
         if settings.api_key:
             self._headers["authorization"] = f"Bearer {settings.api_key}"
         self._headers.update({**settings.headers, **provider.headers(settings)})
         timeout = httpx2.Timeout(settings.timeout, connect=settings.connect_timeout)
-        self._extensions = {"timeout": timeout.as_dict()}
+        # a read never waits past the deadline, nor (in a stream) past the idle limit
+        reads = {
+            stream: httpx2.Timeout(
+                min(settings.timeout, settings.deadline, *([settings.stream_idle_timeout] if stream else [])),
+                connect=settings.connect_timeout,
+            )
+            for stream in (False, True)
+        }
+        self._extensions = {stream: {"timeout": reads[stream].as_dict()} for stream in (False, True)}
         self._owns_client = http_client is None
+        self._sync_timeouts: dict[bool, dict[str, Any]] = {
+            stream: {"timeout": reads[stream]} if self._owns_client else {} for stream in (False, True)
+        }
         self._client = http_client or self._sync_client(settings, transport, timeout)
         if async_transport is None and hasattr(transport, "handle_async_request"):
             async_transport = cast(httpx2.AsyncBaseTransport, transport)  # one object serving both sides
@@ -94,6 +123,10 @@ class OpenAICompatibleBackend(ChatBackend):
                 max_connections=settings.max_connections,
             )
         )
+        if self._owns_async_transport and isinstance(self._async_transport, AiohttpTransport):
+            # sessions left open (no close(), as in a short script) are closed when the backend is
+            # collected or the interpreter exits, not reported as "Unclosed client session"
+            weakref.finalize(self, self._async_transport.close_sync)
 
     @staticmethod
     def _sync_client(
@@ -119,19 +152,33 @@ class OpenAICompatibleBackend(ChatBackend):
         """The ``context_window`` setting: a remote backend knows the window only where configured."""
         return self.settings.context_window
 
+    @property
+    def credentials(self) -> tuple[str, ...]:
+        """The API key, key header values, the base URL's password: masked wherever errors go."""
+        return self._secrets
+
+    @property
+    def endpoint(self) -> str | None:
+        """The base URL without its user, password or query keys."""
+        return public_url(self.base_url)
+
     # -- where errors leave: mapped and masked, once ------------------------------------------
 
     @contextlib.contextmanager
     def _boundary(self) -> Iterator[None]:
         """Every error of an exchange with the server passes here once, before the retry policy
-        logs it or the caller sees it: transport failures become typed errors, the key is masked.
+        logs it or the caller sees it: transport failures become typed errors, secrets are masked,
+        and whatever a close in the middle of a call broke is "the backend was closed", never retried.
         """
         try:
             yield
-        except httpx2.HTTPError as exc:
-            raise _masked(map_transport_error(exc), self._secrets) from exc
-        except LLMClientError as exc:
-            _masked(exc, self._secrets)
+        except Exception as exc:
+            if self._closed:
+                raise _closed_error() from exc
+            if isinstance(exc, httpx2.HTTPError):
+                raise masked(map_transport_error(exc), self._secrets) from exc
+            if isinstance(exc, LLMClientError):
+                masked(exc, self._secrets)
             raise
 
     # -- one request: send, check the status, read; sync, and the one async path ---------------
@@ -140,85 +187,123 @@ class OpenAICompatibleBackend(ChatBackend):
         body = build_body(self.model, request, self._wire, stream=stream)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _reply(self, response: httpx2.Response) -> ChatResponse:
-        reply = parse_completion(response.content, status=response.status_code, headers=response.headers)
+    def _reply(self, request: ChatRequest, response: httpx2.Response, raw: bytes) -> ChatResponse:
+        reply = parse_completion(raw, status=response.status_code, headers=response.headers)
+        at = find_stop(reply.text, request.params.stop) if request.params.stop else None
+        if at is not None:  # the server left the stop string in: cut it, as the API promises
+            reply = replace(reply, text=reply.text[:at], finish_reason="stop")
         return reply if reply.model else replace(reply, model=self.model)
 
-    def _open(self, content: bytes) -> httpx2.Response:
-        """Send the request; a reply with an error status is read and raised as its typed error."""
-        request = self._client.build_request("POST", self._url, content=content, headers=self._headers)
+    def _open(self, content: bytes, *, stream: bool) -> httpx2.Response:
+        """Send the request; a reply that is an error (or no API reply at all) is raised typed."""
+        if self._closed:
+            raise _closed_error()
+        request = self._client.build_request(
+            "POST", self._url, content=content, headers=self._headers, **self._sync_timeouts[stream]
+        )
         response = self._client.send(request, stream=True)
-        if response.status_code < 400:
+        if not refused(response.status_code, response.headers, stream=stream):
             return response
         with contextlib.closing(response):
             response.read()
-        raise error_from_status(response.status_code, response.headers, response.content)
+        raise refusal(response.status_code, response.headers, response.content, stream=stream)
 
-    async def _aopen(self, content: bytes) -> httpx2.Response:
+    async def _aopen(self, content: bytes, *, stream: bool) -> httpx2.Response:
         """Async :meth:`_open`: the one function that sends from async code, to the async transport."""
+        if self._closed:
+            raise _closed_error()
         request = httpx2.Request(
-            "POST", self._url, content=content, headers=self._headers, extensions=self._extensions
+            "POST", self._url, content=content, headers=self._headers, extensions=self._extensions[stream]
         )
         response = await self._async_transport.handle_async_request(request)
-        if response.status_code < 400:
+        if not refused(response.status_code, response.headers, stream=stream):
             return response
         try:
             await response.aread()
         finally:
             await response.aclose()
-        raise error_from_status(response.status_code, response.headers, response.content)
+        raise refusal(response.status_code, response.headers, response.content, stream=stream)
 
-    def _post(self, content: bytes) -> ChatResponse:
+    def _post(self, request: ChatRequest, content: bytes) -> ChatResponse:
+        limits = AttemptLimits(self.settings.deadline)
         with self._boundary():
-            response = self._open(content)
+            response = self._open(content, stream=False)
+            body = bytearray()
             with contextlib.closing(response):
-                response.read()
-            return self._reply(response)
+                for chunk in response.iter_bytes():  # read by pieces: a trickle meets the deadline
+                    body += chunk
+                    limits.check()
+            return self._reply(request, response, bytes(body))
 
-    async def _apost(self, content: bytes) -> ChatResponse:
+    async def _apost(self, request: ChatRequest, content: bytes) -> ChatResponse:
+        limits = AttemptLimits(self.settings.deadline)
         with self._boundary():
-            response = await self._aopen(content)
             try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            return self._reply(response)
+                response = await within(limits.seconds_left(), self._aopen(content, stream=False))
+                try:
+                    await within(limits.seconds_left(), response.aread())
+                finally:
+                    await response.aclose()
+            except asyncio.TimeoutError:
+                raise limits.expired() from None
+            return self._reply(request, response, response.content)
 
-    def _start(self, content: bytes) -> httpx2.Response:
+    def _start(self, content: bytes) -> tuple[httpx2.Response, AttemptLimits]:
+        limits = AttemptLimits(self.settings.deadline, self.settings.stream_idle_timeout)
         with self._boundary():
-            return self._open(content)
+            return self._open(content, stream=True), limits
 
-    async def _astart(self, content: bytes) -> httpx2.Response:
+    async def _astart(self, content: bytes) -> tuple[httpx2.Response, AttemptLimits]:
+        limits = AttemptLimits(self.settings.deadline, self.settings.stream_idle_timeout)
         with self._boundary():
-            return await self._aopen(content)
+            try:
+                return await within(limits.seconds_left(), self._aopen(content, stream=True)), limits
+            except asyncio.TimeoutError:
+                raise limits.expired() from None
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
-        return self.settings.retry.call(lambda: self._post(content))
+        return self.settings.retry.call(lambda: self._post(request, content), self._gate)
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
-        return await self.settings.retry.acall(lambda: self._apost(content))
+        return await self.settings.retry.acall(lambda: self._apost(request, content), self._gate)
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         content = self._encode(request, stream=True)
-        response = self.settings.retry.call(lambda: self._start(content))
-        reader = StreamReader()
+        response, limits = self.settings.retry.call(lambda: self._start(content), self._gate)
+        reader = StreamReader(response.status_code, response.headers)
+        cutter = StopCutter(request.params.stop or ())
         with contextlib.closing(response), self._boundary():
-            for chunk in response.iter_bytes():
-                yield from reader.feed(chunk)
-            yield from reader.finish()
+            try:
+                for chunk in response.iter_bytes():
+                    yield from cutter.deltas(_fed(reader, chunk, limits))
+                    limits.check()
+            except httpx2.ReadTimeout as exc:  # the read timeout is the idle limit (or less)
+                if not reader.finished:  # a finished reply is whole without [DONE]
+                    raise (limits.expired() if limits.seconds_left() < 0.1 else exc) from exc
+            yield from cutter.deltas(reader.finish(), last=True)
 
     async def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         content = self._encode(request, stream=True)
-        response = await self.settings.retry.acall(lambda: self._astart(content))
-        reader = StreamReader()
+        response, limits = await self.settings.retry.acall(lambda: self._astart(content), self._gate)
+        reader = StreamReader(response.status_code, response.headers)
+        cutter = StopCutter(request.params.stop or ())
+        chunks = response.aiter_bytes()
         try:
             with self._boundary():
-                async for chunk in response.aiter_bytes():
-                    for delta in reader.feed(chunk):
+                while True:
+                    try:
+                        chunk = await within(limits.seconds_left(finished=reader.finished), anext(chunks))
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.TimeoutError:
+                        if reader.finished:  # whole, and the server left the connection open
+                            break
+                        raise limits.expired() from None
+                    for delta in cutter.deltas(_fed(reader, chunk, limits)):
                         yield delta
-                for delta in reader.finish():
+                for delta in cutter.deltas(reader.finish(), last=True):
                     yield delta
         finally:
             await response.aclose()
@@ -243,11 +328,30 @@ class OpenAICompatibleBackend(ChatBackend):
         body = build_body(self.model, request, self._wire, stream=False)
         return json.dumps(body, indent=2, ensure_ascii=False)
 
+    def _chat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        """The batch on the private loop, tracked so that ``close()`` from another thread settles it."""
+        batch = asyncio.run_coroutine_threadsafe(
+            self._achat_many(requests, concurrency), self._loop_thread.loop
+        )
+        self._batches.add(batch)
+        try:
+            return batch.result()
+        except concurrent.futures.CancelledError:
+            raise _closed_error() from None
+        finally:
+            self._batches.discard(batch)
+
     def _close(self) -> None:
         if self._owns_client:
             self._client.close()
         if self._owns_async_transport and isinstance(self._async_transport, AiohttpTransport):
-            self._async_transport.close_sync()
+            self._async_transport.close_sync()  # in-flight requests fail, as closed
+        # the loop stops after this: let batches in flight settle first, or cancel them
+        _, pending = concurrent.futures.wait(list(self._batches), timeout=CLOSE_WAIT)
+        for batch in pending:
+            batch.cancel()
 
     async def _aclose(self) -> None:
         if self._owns_client:
@@ -256,20 +360,22 @@ class OpenAICompatibleBackend(ChatBackend):
             await self._async_transport.aclose()
 
 
-def _masked(error: LLMClientError, secrets: tuple[str, ...]) -> LLMClientError:
-    """``error`` with every secret replaced by ``***`` in its message, body and headers (in place)."""
-    if not secrets:
-        return error
-    error.message = redact(error.message, secrets)
-    error.args = (error.message, *error.args[1:])
-    if isinstance(error.body, str):
-        error.body = redact(error.body, secrets)
-    elif error.body is not None:
-        error.body = json.loads(redact(json.dumps(error.body, default=str), secrets))
-    error.headers = {name: redact(value, secrets) for name, value in error.headers.items()}
-    if error.provider_reason:
-        error.provider_reason = redact(error.provider_reason, secrets)
-    return error
+def _fed(reader: StreamReader, chunk: bytes, limits: AttemptLimits) -> list[StreamDelta]:
+    """The deltas ``chunk`` completes; an event (not a comment) resets the idle clock."""
+    events = reader.events
+    deltas = reader.feed(chunk)
+    if reader.events != events:
+        limits.event()
+    return deltas
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``, or ``asyncio.TimeoutError`` after ``seconds``."""
+    timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no task per wait
+    if timeout is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
 
 
 def from_config(config: BackendConfig) -> OpenAICompatibleBackend:

@@ -62,6 +62,7 @@ class Provider:
             self.wire,
             max_tokens_field=settings.max_tokens_field or self.wire.max_tokens_field,
             body_extra=extra or None,
+            developer_role=settings.developer_role,
         )
 
     def adopt(self, settings: OpenAICompatibleSettings | None) -> OpenAICompatibleSettings:
@@ -94,7 +95,7 @@ class Provider:
         return replace(settings, base_url=base_url, api_key=api_key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class OpenRouterSettings(OpenAICompatibleSettings):
     """OpenRouter's settings: those of every OpenAI-compatible backend, and its own four."""
 

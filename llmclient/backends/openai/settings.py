@@ -13,13 +13,15 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from llmclient._settings import Settings
+from llmclient.backends.openai.credentials import credentials
 from llmclient.config import BackendConfig
+from llmclient.errors import redact
 from llmclient.retry import RetryPolicy
 
 logger = logging.getLogger("llmclient")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class OpenAICompatibleSettings(Settings):
     """Settings of an OpenAI-compatible backend, as written in ``llmclient.toml``."""
 
@@ -30,9 +32,15 @@ class OpenAICompatibleSettings(Settings):
     api_key: str | None = field(default=None, repr=False)
     """The key itself. Prefer ``api_key_env``: keys in files end up in version control."""
     headers: dict[str, str] = field(default_factory=dict)
-    """Extra headers sent with every request."""
+    """Extra headers sent with every request; the values of key headers are masked like ``api_key``."""
+    secret_headers: list[str] = field(default_factory=list)
+    """More headers whose values are credentials, masked wherever the key is (``["x-my-token"]``)."""
     timeout: float = 600.0
     """Seconds to wait for the server to send data, per read (as the openai SDK)."""
+    deadline: float = 300.0
+    """Seconds one attempt may take in all, however the server trickles data; then ``TimeoutError``."""
+    stream_idle_timeout: float = 120.0
+    """Seconds a stream may go without an event (comments such as keep-alives do not count)."""
     connect_timeout: float = 10.0
     """Seconds to wait for a connection."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -53,10 +61,21 @@ class OpenAICompatibleSettings(Settings):
     """Fields added to every request body."""
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     """Body field for ``max_new_tokens``, when the server wants the other one."""
+    developer_role: Literal["developer", "system"] = "developer"
+    """How ``developer`` messages are sent: as they are, or as ``system`` for servers without the role."""
+
+    @property
+    def credentials(self) -> tuple[str, ...]:
+        """Every secret these settings hold (key, key headers, URL password), dummy values left out."""
+        return credentials(self.api_key, self.headers, self.secret_headers, self.base_url)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return redact(f"{type(self).__name__}({shown})", self.credentials)
 
     def problems(self) -> Iterator[tuple[str, str, str]]:
         """Timeouts above zero, at least one connection, a context window of at least one token."""
-        for name in ("timeout", "connect_timeout"):
+        for name in ("timeout", "connect_timeout", "deadline", "stream_idle_timeout"):
             if not getattr(self, name) > 0:
                 yield name, "must be a number of seconds above 0", f"Set {name} to e.g. 30"
         if self.max_connections < 1:

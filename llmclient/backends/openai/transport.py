@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import httpx2
 
+from llmclient.backends.openai.credentials import public_url
 from llmclient.errors import BackendUnavailableError, LLMClientError, TimeoutError
 
 _AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], ...] = (
@@ -224,6 +225,10 @@ class _LoopSession:
         """Close from another thread or from outside any loop."""
         if self.session.closed:
             return
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:  # on the loop itself (a collection there): no waiting
+                loop.create_task(self.close())
+                return
         if loop.is_running():
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=5)
@@ -258,7 +263,7 @@ def map_transport_error(exc: httpx2.HTTPError) -> LLMClientError:
     detail = str(exc) or type(exc).__name__
     url = ""
     with contextlib.suppress(RuntimeError):
-        url = f" to {exc.request.url.copy_with(query=None)}"
+        url = f" to {public_url(str(exc.request.url.copy_with(query=None)))}"
     if isinstance(exc, httpx2.TimeoutException):
         return TimeoutError(
             f"request{url} timed out ({type(exc).__name__}: {detail}); "
