@@ -15,6 +15,7 @@ import pytest
 
 import llmclient
 from llmclient import GenerationParams, Message, pipeline
+from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import InvalidRequestError, LLMClientError
 from llmclient.testing import CassetteTransport, FunctionBackend, cassette
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Reply, Request, error_reply, json_reply
@@ -269,3 +270,21 @@ def test_short_dummy_keys_do_not_mask_server_text() -> None:
             backend.close()
             assert server_text in str(info.value)
             assert backend.credentials == ()
+
+
+def test_a_remote_backend_hands_its_credentials_to_a_recording_transport(tmp_path: Path) -> None:
+    path = tmp_path / "http.yaml"
+    with LoopbackServer(_echo_headers) as server:
+        backend = OpenAICompatibleBackend(
+            "m",
+            base_url=server.url + "/v1",
+            api_key="x",
+            headers={"x-tenant": MY_TOKEN},  # a header named like nothing secret
+            secret_headers=["x-tenant"],
+            retry={"max_attempts": 1},
+            transport=CassetteTransport(path, mode="once"),
+        )
+        with backend, pytest.raises(LLMClientError):
+            backend.chat("hello")
+    text = path.read_text()
+    assert MY_TOKEN not in text and "**scrubbed**" in text

@@ -30,7 +30,12 @@ from llmclient.backends.openai.limits import AttemptLimits
 from llmclient.backends.openai.providers import PROVIDERS, Provider, provider_named
 from llmclient.backends.openai.settings import OpenAICompatibleSettings, with_retry_table
 from llmclient.backends.openai.stops import StopCutter, find_stop
-from llmclient.backends.openai.transport import AiohttpTransport, ClientTransport, map_transport_error
+from llmclient.backends.openai.transport import (
+    AiohttpTransport,
+    ClientTransport,
+    LearnsSecrets,
+    map_transport_error,
+)
 from llmclient.backends.openai.wire import StreamReader, build_body, parse_completion
 from llmclient.config import BackendConfig
 from llmclient.errors import LLMClientError
@@ -123,6 +128,9 @@ class OpenAICompatibleBackend(ChatBackend):
                 max_connections=settings.max_connections,
             )
         )
+        for given in {id(t): t for t in (transport, async_transport) if t is not None}.values():
+            if isinstance(given, LearnsSecrets):  # a recording transport scrubs our credentials by value
+                given.add_secrets(self._secrets)
         if self._owns_async_transport and isinstance(self._async_transport, AiohttpTransport):
             # sessions left open (no close(), as in a short script) are closed when the backend is
             # collected or the interpreter exits, not reported as "Unclosed client session"

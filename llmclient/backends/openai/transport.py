@@ -17,13 +17,25 @@ import contextlib
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import httpx2
 
 from llmclient.backends.openai.credentials import public_url
 from llmclient.errors import BackendUnavailableError, LLMClientError, TimeoutError
+
+
+@runtime_checkable
+class LearnsSecrets(Protocol):
+    """A transport that keeps what passes through it (a cassette recorder such as
+    :class:`~llmclient.testing.CassetteTransport`): the backend hands it its credentials, so they are
+    scrubbed by value from everything it keeps, whatever header or query parameter carried them.
+    """
+
+    def add_secrets(self, secrets: tuple[str, ...]) -> None:
+        """Scrub ``secrets`` from everything kept from now on."""
+
 
 _AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], ...] = (
     (aiohttp.ClientProxyConnectionError, httpx2.ProxyError),
