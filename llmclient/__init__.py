@@ -28,10 +28,13 @@ from llmclient.errors import (
     ModelLoadError,
     ProviderError,
     RateLimitError,
+    StructuredOutputError,
     TimeoutError,
+    UnsupportedFeatureError,
 )
 from llmclient.registry import backend_types, register
 from llmclient.stream import AsyncChatStream, ChatStream
+from llmclient.structured import JSON, Choice, OutputFormat, Regex
 from llmclient.types import (
     ChatRequest,
     ChatResponse,
@@ -49,6 +52,7 @@ from llmclient.wrapper import WrapperBackend
 __version__ = "0.1.0"
 
 __all__ = [
+    "JSON",
     "AsyncChatStream",
     "AuthenticationError",
     "BackendConfig",
@@ -59,6 +63,7 @@ __all__ = [
     "ChatResponse",
     "ChatStream",
     "ChatTemplateError",
+    "Choice",
     "ConfigError",
     "ConfigFile",
     "ContextWindowExceededError",
@@ -72,11 +77,15 @@ __all__ = [
     "MessageLike",
     "Messages",
     "ModelLoadError",
+    "OutputFormat",
     "ProviderError",
     "RateLimitError",
+    "Regex",
     "Role",
     "StreamDelta",
+    "StructuredOutputError",
     "TimeoutError",
+    "UnsupportedFeatureError",
     "Usage",
     "WrapperBackend",
     "__version__",

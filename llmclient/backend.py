@@ -166,11 +166,12 @@ class ChatBackend(ABC):
         """
         request = self.prepare(messages, options)
         started = time.perf_counter()
-        return self._finish(self._chat(request), started)
+        return _parsed(request, self._finish(self._chat(request), started))
 
     async def achat(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatResponse:
         """Async :meth:`chat`."""
-        return await self._timed_achat(self.prepare(messages, options))
+        request = self.prepare(messages, options)
+        return _parsed(request, await self._timed_achat(request))
 
     def stream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatStream:
         """Generate a reply piece by piece.
@@ -180,12 +181,22 @@ class ChatBackend(ABC):
         generation and frees the connection or model.
         """
         request = self.prepare(messages, options)
-        return ChatStream(self._stream(request), model=self.model, backend=self.name)
+        return ChatStream(
+            self._stream(request),
+            model=self.model,
+            backend=self.name,
+            response_format=request.params.response_format,
+        )
 
     def astream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> AsyncChatStream:
         """Async :meth:`stream`: use ``async for delta in backend.astream(...)``."""
         request = self.prepare(messages, options)
-        return AsyncChatStream(self._astream(request), model=self.model, backend=self.name)
+        return AsyncChatStream(
+            self._astream(request),
+            model=self.model,
+            backend=self.name,
+            response_format=request.params.response_format,
+        )
 
     @overload
     def chat_many(
@@ -222,7 +233,8 @@ class ChatBackend(ABC):
         :class:`~llmclient.errors.LLMClientError` instead of the first failure raising.
         """
         requests = self._prepare_many(conversations, options)
-        return _settled(self._chat_many(requests, _concurrency(concurrency)), return_exceptions)
+        results = self._chat_many(requests, _concurrency(concurrency))
+        return _settled(_parsed_all(requests, results), return_exceptions)
 
     @overload
     async def achat_many(
@@ -254,7 +266,8 @@ class ChatBackend(ABC):
     ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
         """Async :meth:`chat_many`."""
         requests = self._prepare_many(conversations, options)
-        return _settled(await self._achat_many(requests, _concurrency(concurrency)), return_exceptions)
+        results = await self._achat_many(requests, _concurrency(concurrency))
+        return _settled(_parsed_all(requests, results), return_exceptions)
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
         """What the model will be given for ``messages``: the exact prompt text for a local model,
@@ -330,6 +343,29 @@ class ChatBackend(ABC):
 
     def _finish(self, reply: ChatResponse, started: float) -> ChatResponse:
         return replace(reply, latency=time.perf_counter() - started, backend=self.name)
+
+
+def _parsed(request: ChatRequest, reply: ChatResponse) -> ChatResponse:
+    """``reply`` with ``parsed`` set when the request asked for a ``response_format``; a reply that
+    does not pass raises :class:`~llmclient.errors.StructuredOutputError`.
+    """
+    fmt = request.params.response_format
+    return reply if fmt is None else fmt.attach(reply)
+
+
+def _parsed_all(
+    requests: Sequence[ChatRequest], results: list[ChatResponse | LLMClientError]
+) -> list[ChatResponse | LLMClientError]:
+    """:func:`_parsed` for each item of a batch; an item that does not pass holds its error."""
+    out: list[ChatResponse | LLMClientError] = []
+    for request, result in zip(requests, results, strict=True):
+        if isinstance(result, ChatResponse):
+            try:
+                result = _parsed(request, result)
+            except LLMClientError as exc:
+                result = exc
+        out.append(result)
+    return out
 
 
 def _settled(

@@ -10,15 +10,19 @@ The whole tree (``*`` marks what the retry policy retries)::
     +-- InvalidRequestError               bad messages or parameters; the server's 400, 404, 422
     |   +-- ContextWindowExceededError    prompt plus max_new_tokens over the model's window
     |   +-- ChatTemplateError             no chat template, or it rejects the conversation
+    |   +-- UnsupportedFeatureError       the model or backend cannot do what was asked
     |   +-- pipeline.TemplateError        a row cannot be rendered (llmclient.pipeline)
     |   +-- pipeline.MissingIdFieldError  a row lacks its id field (llmclient.pipeline)
+    |   +-- pipeline.OutputError          the results file cannot be written (llmclient.pipeline)
     +-- AuthenticationError               401, 403
     +-- RateLimitError *                  429, with retry_after
     +-- BackendUnavailableError *         5xx, connection failures
     |   +-- TimeoutError *                no reply within the timeout
     +-- ProviderError                     a provider error that fits no narrower class
     |   +-- MalformedResponseError        a reply that is not chat completions
+    +-- StructuredOutputError             a reply does not parse or validate as response_format asked
     +-- CassetteError                     replay found no recorded reply, or a bad cassette
+    +-- pipeline.ResultsWriteError        a write failed mid-run (llmclient.pipeline)
 """
 
 from __future__ import annotations
@@ -101,6 +105,13 @@ class ChatTemplateError(InvalidRequestError):
     """The model has no chat template, or its template rejects the conversation."""
 
 
+class UnsupportedFeatureError(InvalidRequestError):
+    """The model or backend cannot do what was asked (a JSON schema a server refuses, a keyword the
+    constrained-decoding engine cannot compile); the message names the part and the fix. Never
+    answered instead with something that only looks right.
+    """
+
+
 class AuthenticationError(LLMClientError):
     """The server refused the credentials (401) or the permission (403)."""
 
@@ -135,6 +146,31 @@ class ProviderError(LLMClientError):
 
 class MalformedResponseError(ProviderError):
     """The server's reply cannot be read as a chat-completions response (bad JSON, missing fields)."""
+
+
+class StructuredOutputError(LLMClientError):
+    """A reply does not parse or validate as ``response_format`` asked.
+
+    Attributes:
+        text: the reply's raw text, kept so nothing paid for is lost.
+        errors: what is wrong, one line per validation error.
+        finish_reason: why generation ended; ``"length"`` means the reply was cut, and the fix is a
+            larger ``max_new_tokens``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        text: str = "",
+        errors: tuple[str, ...] = (),
+        finish_reason: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.text = text
+        self.errors = errors
+        self.finish_reason = finish_reason
 
 
 class CassetteError(LLMClientError):

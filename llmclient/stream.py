@@ -14,7 +14,13 @@ from typing import Any
 
 from typing_extensions import Self
 
+from llmclient.structured import OutputFormat
 from llmclient.types import ChatResponse, FinishReason, StreamDelta, Usage
+
+
+def _checked(reply: ChatResponse, response_format: OutputFormat | None) -> ChatResponse:
+    """``reply`` with ``parsed`` set where a format was asked for."""
+    return reply if response_format is None else response_format.attach(reply)
 
 
 class StreamAccumulator:
@@ -89,9 +95,17 @@ class ChatStream:
     connection or model. :meth:`final` reads what is left and returns the whole reply.
     """
 
-    def __init__(self, deltas: Iterator[StreamDelta], *, model: str, backend: str) -> None:
+    def __init__(
+        self,
+        deltas: Iterator[StreamDelta],
+        *,
+        model: str,
+        backend: str,
+        response_format: OutputFormat | None = None,
+    ) -> None:
         self._deltas = deltas
         self._acc = StreamAccumulator(model=model, backend=backend)
+        self._format = response_format
 
     def __iter__(self) -> Iterator[StreamDelta]:
         return self
@@ -102,10 +116,14 @@ class ChatStream:
         return delta
 
     def final(self) -> ChatResponse:
-        """Consume the rest of the stream and return the complete reply."""
+        """Consume the rest of the stream and return the complete reply.
+
+        With ``response_format``, the reply's ``parsed`` is set, or
+        :class:`~llmclient.errors.StructuredOutputError` is raised, as for a non-streamed call.
+        """
         for _ in self:
             pass
-        return self._acc.response()
+        return _checked(self._acc.response(), self._format)
 
     @property
     def text(self) -> str:
@@ -130,9 +148,17 @@ class ChatStream:
 class AsyncChatStream:
     """The async form of :class:`ChatStream`: ``async for delta in stream``."""
 
-    def __init__(self, deltas: AsyncIterator[StreamDelta], *, model: str, backend: str) -> None:
+    def __init__(
+        self,
+        deltas: AsyncIterator[StreamDelta],
+        *,
+        model: str,
+        backend: str,
+        response_format: OutputFormat | None = None,
+    ) -> None:
         self._deltas = deltas
         self._acc = StreamAccumulator(model=model, backend=backend)
+        self._format = response_format
 
     def __aiter__(self) -> AsyncIterator[StreamDelta]:
         return self
@@ -143,10 +169,12 @@ class AsyncChatStream:
         return delta
 
     async def final(self) -> ChatResponse:
-        """Consume the rest of the stream and return the complete reply."""
+        """Consume the rest of the stream and return the complete reply (``parsed`` as in
+        :meth:`ChatStream.final`).
+        """
         async for _ in self:
             pass
-        return self._acc.response()
+        return _checked(self._acc.response(), self._format)
 
     @property
     def text(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypedDict, cast, get_args
 
 from llmclient._settings import suggest
 from llmclient.errors import InvalidRequestError
+from llmclient.structured import OutputFormat, output_format
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 """Who speaks a message; ``developer`` is OpenAI's newer name for ``system``."""
@@ -174,6 +175,7 @@ class GenerationOptions(TypedDict, total=False):
     top_k: int | None
     stop: str | Sequence[str] | None
     seed: int | None
+    response_format: Any
     extra: Mapping[str, Any] | None
 
 
@@ -190,6 +192,9 @@ class GenerationParams:
         top_k: sample from the k most likely tokens; only used when sampling.
         stop: strings that end the reply; they are not included in it.
         seed: makes sampling reproducible where the backend supports it.
+        response_format: what the reply must be: a pydantic model class, a JSON Schema dict,
+            ``llmclient.JSON``, ``llmclient.Choice([...])`` or ``llmclient.Regex(...)``, held as an
+            :class:`~llmclient.structured.OutputFormat`; ``reply.parsed`` holds the checked value.
         extra: backend-specific fields passed through untouched (request body keys for remote
             backends, ``generate`` keyword arguments for local ones).
     """
@@ -200,6 +205,7 @@ class GenerationParams:
     top_k: int | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
+    response_format: OutputFormat | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -225,6 +231,8 @@ class GenerationParams:
                 raise InvalidRequestError(f"unknown {source} {name!r}{_param_hint(name)}")
         if "stop" in values:
             values["stop"] = _check_stop(values["stop"])
+        if values.get("response_format") is not None:
+            values["response_format"] = output_format(values["response_format"])
         extra = values.get("extra")
         if extra is None:
             values.pop("extra", None)
@@ -252,6 +260,22 @@ class GenerationParams:
         if override.extra:
             changes["extra"] = {**self.extra, **override.extra}
         return replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters that are set, as plain JSON: what cassettes and resume keys record."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (f.name == "extra" and not value):
+                continue
+            if isinstance(value, OutputFormat):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif f.name == "extra":
+                value = dict(value)
+            out[f.name] = value
+        return out
 
     @property
     def greedy(self) -> bool:
@@ -367,6 +391,8 @@ class ChatResponse:
         backend: the configured backend name (or type) that produced the reply.
         latency: seconds from sending the request to the complete reply.
         tool_calls: tool calls in the OpenAI shape, when the model asked for tools.
+        parsed: the checked value when the call gave ``response_format`` (a pydantic model instance,
+            a dict, or the chosen string); ``None`` otherwise.
         details: provider facts that are not normalised (id, provider, cost, reasoning, ...).
     """
 
@@ -378,6 +404,7 @@ class ChatResponse:
     latency: float = 0.0
     tool_calls: list[dict[str, Any]] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    parsed: Any = None
 
     def as_delta(self) -> StreamDelta:
         """The whole reply as one stream delta: what a backend that cannot stream yields.

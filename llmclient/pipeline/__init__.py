@@ -17,6 +17,7 @@ every option.
 
 from llmclient.pipeline.keys import MissingIdFieldError, row_key, run_fingerprint
 from llmclient.pipeline.options import RunOptions
+from llmclient.pipeline.output import OutputError, ResultsWriteError
 from llmclient.pipeline.progress import RunSummary
 from llmclient.pipeline.prompt import PromptTemplate, TemplateError
 from llmclient.pipeline.results import ResultsFile
@@ -25,8 +26,10 @@ from llmclient.pipeline.runner import arun, arun_with, run, run_with
 
 __all__ = [
     "MissingIdFieldError",
+    "OutputError",
     "PromptTemplate",
     "ResultsFile",
+    "ResultsWriteError",
     "RunOptions",
     "RunSummary",
     "TemplateError",

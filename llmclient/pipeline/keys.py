@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
@@ -75,7 +74,7 @@ def run_fingerprint(
     """
     payload = {
         "prompt": prompt.fingerprint(),
-        "params": {k: v for k, v in asdict(params).items() if v is not None and v != {}},
+        "params": params.to_dict(),
         "model": model,
         "backend": backend_type,
         "endpoint": endpoint,

@@ -34,7 +34,7 @@ entries is :class:`~llmclient.testing.cassettes.chat.Cassette`'s work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,15 +152,7 @@ def normalise_request(
         out["model"] = model
     out["stream"] = stream
     out["messages"] = [m.to_dict() for m in request.messages]
-    params: dict[str, Any] = {}
-    for f in fields(request.params):
-        value = getattr(request.params, f.name)
-        if f.name == "extra":
-            if value:
-                params["extra"] = dict(value)
-        elif value is not None:
-            params[f.name] = list(value) if isinstance(value, tuple) else value
-    out["params"] = params
+    out["params"] = request.params.to_dict()
     return out
 
 
