@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from llmclient import ChatRequest, GenerationParams, InvalidRequestError, Message, Usage
-from llmclient.types import normalise_finish_reason, to_message, to_messages
+from llmclient.types import TEXT_PART_SEPARATOR, normalise_finish_reason, to_message, to_messages
 
 IMAGE_PART: dict[str, Any] = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
@@ -78,11 +78,21 @@ def test_multimodal_content_parts_keep_their_shape() -> None:
 
 def test_message_text_joins_only_the_text_parts() -> None:
     parts: list[dict[str, Any]] = [
-        {"type": "text", "text": "What is in "},
+        {"type": "text", "text": "What is in"},
         IMAGE_PART,
         {"type": "text", "text": "this image?"},
     ]
     assert Message(role="user", content=parts).text == "What is in this image?"
+
+
+def test_text_parts_are_joined_by_one_space_as_transformers_serve_does() -> None:
+    # issue 12 item 24: they were glued together ("Name threecolours.")
+    parts = [{"type": "text", "text": "Name three"}, {"type": "text", "text": "colours."}]
+    assert to_message({"role": "user", "content": parts}).text == "Name three colours."
+    assert TEXT_PART_SEPARATOR == " "
+    # each part's own text is kept as it is: no stripping, no collapsing
+    spaced = [{"type": "text", "text": "a "}, {"type": "text", "text": "\nb"}]
+    assert Message(role="user", content=spaced).text == "a  \nb"
 
 
 # -- messages refused ---------------------------------------------------------------------------

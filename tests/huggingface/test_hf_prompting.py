@@ -67,12 +67,20 @@ def test_messages_objects_and_developer_role_render_like_dicts(llama_backend: An
         Message(
             role="user",
             content=[
-                {"type": "text", "text": "What is the capital "},
+                {"type": "text", "text": "What is the capital"},
                 {"type": "text", "text": "of France?"},
             ],
         ),
     ]
     assert llama_backend.render_prompt(as_objects) == llama_backend.render_prompt(CONVERSATION)
+
+
+def test_text_parts_of_one_message_are_joined_by_one_space(llama_backend: Any) -> None:
+    # issue 12 item 24: the prompt read "Name threecolours."; transformers serve joins with a space
+    parts = [{"type": "text", "text": "Name three"}, {"type": "text", "text": "colours."}]
+    text = llama_backend.render_prompt([{"role": "user", "content": parts}])
+    assert "<|im_start|>user\nName three colours.<|im_end|>" in text
+    assert text == llama_backend.render_prompt("Name three colours.")
 
 
 def test_a_model_without_a_chat_template_names_the_fix(tiny_models: dict[str, Path]) -> None:
