@@ -37,6 +37,7 @@ class Engine:
             model_name=name,
             chat_template=read_template(settings.chat_template),
             system_role=settings.system_role,
+            encoder_decoder=loaded.is_seq2seq,
         )
         self.window = settings.context_window or context_window(loaded.model.config)
         self.scheduler = Scheduler(

@@ -4,6 +4,12 @@ The conversation is rendered by the model's chat template with the generation pr
 text is tokenised once with ``add_special_tokens=False`` (what ``apply_chat_template(tokenize=True)``
 does): the template writes every special token itself, so no second BOS appears. A plain
 ``tokenizer(text)`` of the messages would miss the turn markers the model was trained on.
+
+An encoder-decoder model without a chat template (T5, FLAN-T5, BART) was trained on plain text, so
+it is given plain text: the system and user messages' text, in order, joined by a blank line, and
+tokenised as in training, with the tokenizer's own special tokens (T5's closing ``</s>``). A
+decoder-only model without a template is refused: no plain form of a conversation is the one it
+was trained on.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from llmclient.errors import ChatTemplateError, ConfigError, ContextWindowExceed
 from llmclient.types import Message
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_PLAIN_ROLES = _SYSTEM_ROLES | {"user"}
+PLAIN_TEXT_SEPARATOR = "\n\n"
+"""What joins the messages of a plain-text prompt (an encoder-decoder model without a template)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class PromptBuilder:
         chat_template: a template replacing the tokenizer's own, or ``None``.
         system_role: ``error`` passes system messages to the template; ``merge`` puts their text in
             front of the first user message, for templates that refuse a system role.
+        encoder_decoder: whether the model is encoder-decoder; without a template it is then given
+            plain text (:func:`plain_text`) instead of refused.
     """
 
     def __init__(
@@ -58,14 +69,18 @@ class PromptBuilder:
         model_name: str,
         chat_template: str | None,
         system_role: Literal["error", "merge"],
+        encoder_decoder: bool = False,
     ) -> None:
         self._tokenizer = tokenizer
         self._model_name = model_name
         self._template = chat_template or getattr(tokenizer, "chat_template", None)
         self._system_role = system_role
+        self.plain = not self._template and encoder_decoder
 
     def render(self, messages: Sequence[Message]) -> str:
         """The exact text the model is given for ``messages``, generation prompt included."""
+        if self.plain:
+            return plain_text(messages, self._model_name)
         if not self._template:
             raise ChatTemplateError(
                 f"model {self._model_name!r} has no chat template, so a conversation cannot be turned "
@@ -93,8 +108,10 @@ class PromptBuilder:
             ) from exc
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of rendered ``text``: the template has written every special token already."""
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+        """Token ids of rendered ``text``: a template has written every special token already; plain
+        text gets the tokenizer's own, as the model saw in training.
+        """
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=self.plain)
         return ids
 
     def prompt(self, messages: Sequence[Message]) -> Prompt:
@@ -134,7 +151,7 @@ class PromptBuilder:
         while len(prompt.ids) > budget and _drop_oldest_turn(messages):
             prompt = self.prompt(messages)
         last = messages[-1]
-        content_ids = self.encode(last.text)
+        content_ids: list[int] = self._tokenizer.encode(last.text, add_special_tokens=False)
         while len(prompt.ids) > budget:
             keep = len(content_ids) - (len(prompt.ids) - budget)
             if keep < 1:
@@ -181,6 +198,24 @@ class PromptBuilder:
         except Exception:
             return False
         return True
+
+
+def plain_text(messages: Sequence[Message], model_name: str) -> str:
+    """The plain-text input of an encoder-decoder model without a chat template.
+
+    The text of the system (or developer) and user messages, in their order, joined by a blank line;
+    empty ones are left out. Assistant and tool turns are refused: plain text has no form for who
+    said what that such a model was trained on, and inventing one would be a template in disguise.
+    """
+    spoken = next((m for m in messages if m.role not in _PLAIN_ROLES), None)
+    if spoken is not None:
+        raise ChatTemplateError(
+            f"model {model_name!r} is an encoder-decoder model without a chat template, given plain "
+            f"text as it was trained; a conversation with {spoken.role} turns has no plain-text form. "
+            f"Send the system and user messages only (put what earlier replies said into the user "
+            f"text), or set chat_template in the backend config"
+        )
+    return PLAIN_TEXT_SEPARATOR.join(m.text for m in messages if m.text)
 
 
 def _to_template_dict(message: Message) -> dict[str, Any]:
