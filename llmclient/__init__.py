@@ -17,6 +17,7 @@ from llmclient.backend import ChatBackend, Messages
 from llmclient.config import BackendConfig, ConfigFile, load
 from llmclient.errors import (
     AuthenticationError,
+    BackendClosedError,
     BackendUnavailableError,
     CassetteError,
     ChatTemplateError,
@@ -55,6 +56,7 @@ __all__ = [
     "JSON",
     "AsyncChatStream",
     "AuthenticationError",
+    "BackendClosedError",
     "BackendConfig",
     "BackendUnavailableError",
     "CassetteError",

@@ -7,13 +7,20 @@ its sync side from a private event loop on a daemon thread that lives as long as
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from llmclient.errors import BackendClosedError
+
 T = TypeVar("T")
 
 _DONE = object()
+
+UNWIND_SECONDS = 5.0
+"""How long an interrupted :meth:`LoopThread.run`, or a close, waits for cancelled work to unwind."""
 
 
 class LoopThread:
@@ -28,6 +35,7 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -41,19 +49,92 @@ class LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop thread and wait for its result from this thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run ``coro`` on the loop thread and wait for its result from this thread.
+
+        Whatever ends the wait early (Ctrl-C's ``KeyboardInterrupt``, any ``BaseException``) cancels
+        ``coro`` on the loop thread and waits (up to :data:`UNWIND_SECONDS`) until it has unwound
+        before raising, so a batch sends no request after its caller was interrupted. If
+        :meth:`close` cancels ``coro`` instead, this raises "the backend was closed".
+        """
+        loop = self.loop
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+        tasks: list[asyncio.Task[T]] = []
+
+        def start() -> None:  # on the loop thread; callbacks run in order, so before cancel()
+            task = loop.create_task(coro)
+            tasks.append(task)
+            task.add_done_callback(lambda done: _settle(done, outcome))
+
+        def cancel() -> None:
+            for task in tasks:
+                task.cancel()
+
+        with self._lock:
+            self._waiting.add(outcome)
+        try:
+            try:
+                loop.call_soon_threadsafe(start)
+            except RuntimeError:  # the loop was closed between self.loop and here
+                _cancel(outcome)
+            return outcome.result()
+        except concurrent.futures.CancelledError:  # close() cancelled it, or it never started
+            if not tasks:
+                coro.close()
+            raise BackendClosedError() from None
+        except BaseException:
+            if not outcome.done():
+                with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                    loop.call_soon_threadsafe(cancel)
+                concurrent.futures.wait([outcome], timeout=UNWIND_SECONDS)
+            raise
+        finally:
+            with self._lock:
+                self._waiting.discard(outcome)
 
     def close(self) -> None:
-        """Stop the loop and join its thread; a later ``run`` starts a new one."""
+        """Cancel what still runs on the loop, stop it and join its thread; a later ``run`` starts a
+        new one. A ``run`` waiting meanwhile (a ``chat_many`` on another thread) raises "the backend
+        was closed" instead of waiting forever.
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        unwound = asyncio.run_coroutine_threadsafe(_cancel_all(), loop)
+        concurrent.futures.wait([unwound], timeout=UNWIND_SECONDS + 1)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+        with self._lock:  # whatever was handed over too late to run: its caller stops waiting
+            late = list(self._waiting)
+        for outcome in late:
+            _cancel(outcome)
+
+
+def _settle(task: asyncio.Task[T], outcome: concurrent.futures.Future[T]) -> None:
+    """Copy a finished task's result, error or cancellation into the future its caller waits on."""
+    if task.cancelled():
+        _cancel(outcome)
+    elif (error := task.exception()) is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(task.result())
+
+
+def _cancel(outcome: concurrent.futures.Future[Any]) -> None:
+    """Cancel a future nobody runs, waking ``concurrent.futures.wait`` too (``cancel()`` alone does not)."""
+    if outcome.cancel():
+        outcome.set_running_or_notify_cancel()
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task on this loop and wait (a while) until they have unwound."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=UNWIND_SECONDS)
 
 
 async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, overload
 from typing_extensions import Self, Unpack
 
 from llmclient._bridge import LoopThread, call_in_thread, iterate_in_thread
-from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError
+from llmclient.errors import BackendClosedError, InvalidRequestError, LLMClientError
 from llmclient.stream import AsyncChatStream, ChatStream
 from llmclient.types import (
     ChatRequest,
@@ -285,7 +285,7 @@ class ChatBackend(ABC):
     def prepare(self, messages: Messages, options: Mapping[str, Any]) -> ChatRequest:
         """Check ``messages`` and ``options`` and merge the options over the backend's defaults."""
         if self._closed:
-            raise _closed_error()
+            raise BackendClosedError()
         params = self.defaults.merged(GenerationParams.from_options(options)) if options else self.defaults
         return ChatRequest(messages=tuple(to_messages(messages)), params=params)
 
@@ -377,13 +377,6 @@ def _settled(
         if failed is not None:
             raise failed
     return results
-
-
-def _closed_error() -> BackendUnavailableError:
-    """What a call on a closed backend raises: final, so it is never retried."""
-    error = BackendUnavailableError("the backend was closed; build a new one to go on")
-    error.retryable = False
-    return error
 
 
 def _concurrency(value: int | None) -> int:

@@ -18,6 +18,7 @@ The whole tree (``*`` marks what the retry policy retries)::
     +-- RateLimitError *                  429, with retry_after
     +-- BackendUnavailableError *         5xx, connection failures
     |   +-- TimeoutError *                no reply within the timeout
+    |   +-- BackendClosedError            the backend was closed before or during the call
     +-- ProviderError                     a provider error that fits no narrower class
     |   +-- MalformedResponseError        a reply that is not chat completions
     +-- StructuredOutputError             a reply does not parse or validate as response_format asked
@@ -138,6 +139,17 @@ class BackendUnavailableError(LLMClientError):
 
 class TimeoutError(BackendUnavailableError):
     """The request did not complete within the configured timeout."""
+
+
+class BackendClosedError(BackendUnavailableError):
+    """The backend was closed before or while the call ran: final, never retried. Build a new
+    backend to go on.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str = "the backend was closed; build a new one to go on", **kwargs: Any):
+        super().__init__(message, **kwargs)
 
 
 class ProviderError(LLMClientError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 import llmclient
-from llmclient import ConfigError, ModelLoadError
+from llmclient import BackendUnavailableError, ConfigError, ModelLoadError
 from llmclient.backends.huggingface import HuggingFaceBackend, HuggingFaceSettings
 from llmclient.backends.huggingface import gguf as gguf_cache
 
@@ -287,3 +288,36 @@ def test_a_conversion_that_lost_the_race_keeps_the_winners_copy(tmp_path: Path) 
         (target / "who").write_text("theirs")
     assert (target / "who").read_text() == "theirs"
     assert sorted(os.listdir(target.parent)) == ["model-123"]
+
+
+class ClosedAfterPrepare(HuggingFaceBackend):
+    """A backend that another thread closes just after a call has passed ``prepare``."""
+
+    def prepare(self, messages: Any, options: Any) -> Any:
+        request = super().prepare(messages, options)
+        self.close()
+        return request
+
+
+CALLS: dict[str, Any] = {
+    "chat": lambda b: b.chat("Hello", max_new_tokens=2),
+    "chat_many": lambda b: b.chat_many(["Hello"], max_new_tokens=2),
+    "achat": lambda b: asyncio.run(b.achat("Hello", max_new_tokens=2)),
+    "achat_many": lambda b: asyncio.run(b.achat_many(["Hello"], max_new_tokens=2)),
+    "stream": lambda b: b.stream("Hello", max_new_tokens=2).final(),
+    "render_prompt": lambda b: b.render_prompt("Hello"),
+    "count_tokens": lambda b: b.count_tokens("Hello"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize("load", ["lazy", "eager"])
+def test_a_call_that_races_close_never_loads_a_fresh_model(
+    tiny_models: dict[str, Path], call: str, load: str
+) -> None:
+    # issue 12: the call passed prepare(), close() ran, then _ensure() loaded a model nobody would close
+    backend = ClosedAfterPrepare(str(tiny_models["llama"]), device="cpu", load=load)
+    with pytest.raises(BackendUnavailableError, match="the backend was closed") as info:
+        CALLS[call](backend)
+    assert info.value.retryable is False
+    assert not backend.loaded

@@ -159,6 +159,29 @@ def test_ctrl_c_during_a_sync_chat_cancels_the_job_and_frees_the_model(
     assert seen.batches == [1, 1]
 
 
+def test_ctrl_c_during_a_sync_chat_many_cancels_the_running_and_the_waiting_jobs(
+    backend: HuggingFaceBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 12 item 14, local half: the batch kept generating and the next call waited minutes
+    seen = Seen(backend, monkeypatch)
+    main = threading.get_ident()
+
+    def press_ctrl_c() -> None:
+        if seen.forwarding.wait(30):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    with pytest.raises(KeyboardInterrupt):  # concurrency=1: one conversation per batch, two wait
+        backend.chat_many(["Hello there", "Hi", "Bye"], concurrency=1, max_new_tokens=400, temperature=0)
+    presser.join()
+    started = time.perf_counter()
+    assert backend.chat("Hello", max_new_tokens=2, temperature=0).usage.completion_tokens <= 2
+    assert time.perf_counter() - started < 10
+    assert seen.forwards < 100  # the running row stopped at its next token
+    assert seen.batches == [1, 1]  # the two waiting conversations never ran
+
+
 def test_closing_while_a_batch_runs_stops_it_and_fails_what_waits(
     backend: HuggingFaceBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

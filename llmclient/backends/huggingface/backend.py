@@ -25,7 +25,7 @@ from llmclient._settings import read_settings
 from llmclient.backend import ChatBackend, Messages
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
 from llmclient.config import BackendConfig
-from llmclient.errors import LLMClientError, ModelLoadError
+from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
 
 if TYPE_CHECKING:
@@ -205,17 +205,25 @@ class HuggingFaceBackend(ChatBackend):
     # -- helpers -----------------------------------------------------------------------------
 
     def _ensure(self) -> Engine:
+        """The engine, loading the model on first use; refused once the backend is closed.
+
+        A call that passed ``prepare`` just before ``close()`` must not load a fresh model after it,
+        one nobody would ever close: the check is made under the lock ``_close`` takes.
+        """
         engine = self._engine
-        if engine is not None:
+        if engine is not None and not self._closed:
             return engine
         with self._engine_lock:
+            if self._closed:
+                raise BackendClosedError()
             if self._engine is None:
                 self._engine = _engine_module().Engine.load(self.model, self.settings)
             return self._engine
 
     async def _aensure(self) -> Engine:
-        if self._engine is not None:
-            return self._engine
+        engine = self._engine
+        if engine is not None and not self._closed:
+            return engine
         return await asyncio.to_thread(self._ensure)
 
     def _replies(
