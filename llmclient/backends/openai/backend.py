@@ -10,7 +10,6 @@ transport failures become typed errors there, and the API key is masked there.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -23,7 +22,7 @@ import httpx2
 from typing_extensions import Unpack
 
 from llmclient._settings import read_settings
-from llmclient.backend import ChatBackend, Messages, _closed_error
+from llmclient.backend import ChatBackend, Messages
 from llmclient.backends.openai.credentials import masked, public_url, split_userinfo
 from llmclient.backends.openai.failures import refusal, refused
 from llmclient.backends.openai.limits import AttemptLimits
@@ -38,17 +37,13 @@ from llmclient.backends.openai.transport import (
 )
 from llmclient.backends.openai.wire import StreamReader, build_body, parse_completion
 from llmclient.config import BackendConfig
-from llmclient.errors import LLMClientError
+from llmclient.errors import BackendClosedError, LLMClientError
 from llmclient.retry import BackoffGate
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
 logger = logging.getLogger("llmclient")
 
 T = TypeVar("T")
-
-CLOSE_WAIT = 10.0
-"""Seconds ``close()`` waits for sync batches in flight to settle (each call failing as closed)."""
-
 
 class OpenAICompatibleBackend(ChatBackend):
     """Chat completions from any OpenAI-compatible HTTP API.
@@ -91,7 +86,6 @@ class OpenAICompatibleBackend(ChatBackend):
         self._url = httpx2.URL(f"{self.base_url}/chat/completions")
         self._secrets = settings.credentials
         self._gate = BackoffGate()
-        self._batches: set[concurrent.futures.Future[Any]] = set()
         self._wire = provider.wire_options(settings)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if basic:
@@ -182,7 +176,7 @@ class OpenAICompatibleBackend(ChatBackend):
             yield
         except Exception as exc:
             if self._closed:
-                raise _closed_error() from exc
+                raise BackendClosedError() from exc
             if isinstance(exc, httpx2.HTTPError):
                 raise masked(map_transport_error(exc), self._secrets) from exc
             if isinstance(exc, LLMClientError):
@@ -205,7 +199,7 @@ class OpenAICompatibleBackend(ChatBackend):
     def _open(self, content: bytes, *, stream: bool) -> httpx2.Response:
         """Send the request; a reply that is an error (or no API reply at all) is raised typed."""
         if self._closed:
-            raise _closed_error()
+            raise BackendClosedError()
         request = self._client.build_request(
             "POST", self._url, content=content, headers=self._headers, **self._sync_timeouts[stream]
         )
@@ -219,7 +213,7 @@ class OpenAICompatibleBackend(ChatBackend):
     async def _aopen(self, content: bytes, *, stream: bool) -> httpx2.Response:
         """Async :meth:`_open`: the one function that sends from async code, to the async transport."""
         if self._closed:
-            raise _closed_error()
+            raise BackendClosedError()
         request = httpx2.Request(
             "POST", self._url, content=content, headers=self._headers, extensions=self._extensions[stream]
         )
@@ -336,30 +330,12 @@ class OpenAICompatibleBackend(ChatBackend):
         body = build_body(self.model, request, self._wire, stream=False)
         return json.dumps(body, indent=2, ensure_ascii=False)
 
-    def _chat_many(
-        self, requests: Sequence[ChatRequest], concurrency: int
-    ) -> list[ChatResponse | LLMClientError]:
-        """The batch on the private loop, tracked so that ``close()`` from another thread settles it."""
-        batch = asyncio.run_coroutine_threadsafe(
-            self._achat_many(requests, concurrency), self._loop_thread.loop
-        )
-        self._batches.add(batch)
-        try:
-            return batch.result()
-        except concurrent.futures.CancelledError:
-            raise _closed_error() from None
-        finally:
-            self._batches.discard(batch)
-
     def _close(self) -> None:
         if self._owns_client:
             self._client.close()
         if self._owns_async_transport and isinstance(self._async_transport, AiohttpTransport):
             self._async_transport.close_sync()  # in-flight requests fail, as closed
-        # the loop stops after this: let batches in flight settle first, or cancel them
-        _, pending = concurrent.futures.wait(list(self._batches), timeout=CLOSE_WAIT)
-        for batch in pending:
-            batch.cancel()
+        # the base class then closes the loop thread, which cancels what is still running there
 
     async def _aclose(self) -> None:
         if self._owns_client:
