@@ -13,11 +13,12 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llmclient.backend import ChatBackend
 from llmclient.config import CONFIG_ENV, ConfigFile, find_config_file, load, resolve
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
+from llmclient.structured import Choice, OutputFormat, output_format
 from llmclient.types import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,6 +69,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log what llmclient does (retries, loading)"
+    )
+    structured = parser.add_mutually_exclusive_group()
+    structured.add_argument(
+        "--schema",
+        metavar="FILE",
+        type=Path,
+        help="a JSON Schema file every reply must match; the reply is checked and parsed",
+    )
+    structured.add_argument(
+        "--choices",
+        metavar="A,B,C",
+        help="comma-separated options; every reply must be exactly one of them",
     )
 
 
@@ -163,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         handler = {"run": _run, "chat": _chat, "render": _render, "backends": _backends}[args.command]
+        if args.command != "backends":
+            args.response_format = _response_format(args.schema, args.choices)
         return handler(args)
     except (ConfigError, InvalidRequestError) as error:
         print(f"llmclient: error: {error}", file=sys.stderr)
@@ -189,28 +204,64 @@ def _read(path: Path | None, what: str) -> str | None:
         ) from error
 
 
+def _json_text(text: str, path: Path | None, what: str, shape: type, wanted: str) -> Any:
+    """The JSON value of the ``what`` file's ``text``, which must be a ``shape`` (``wanted`` says
+    what it must be, for the message).
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise InvalidRequestError(
+            f"the {what} file {str(path)!r} is not valid JSON ({error}); it must be {wanted}"
+        ) from error
+    if not isinstance(value, shape):
+        raise InvalidRequestError(
+            f"the {what} file {str(path)!r} holds a JSON {type(value).__name__}; it must be {wanted}"
+        )
+    return value
+
+
 def _few_shot(path: Path | None) -> list[Any]:
     text = _read(path, "few-shot")
     if not text:
         return []
     example = '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]'
+    return cast(list[Any], _json_text(text, path, "few-shot", list, f"a list of messages like {example}"))
+
+
+def _response_format(schema: Path | None, choices: str | None) -> OutputFormat | None:
+    """What ``--schema FILE`` or ``--choices a,b,c`` ask every reply to be, checked before any backend
+    is loaded: a file that is missing, not JSON or not a JSON Schema is a usage error naming it.
+    """
+    if choices is not None:
+        options = [option.strip() for option in choices.split(",")]
+        if not all(options):
+            raise InvalidRequestError(
+                f"--choices takes comma-separated options, none of them empty, got {choices!r} "
+                f"(e.g. --choices positive,negative,mixed)"
+            )
+        return output_format(Choice(options))
+    text = _read(schema, "schema")
+    if text is None:
+        return None
+    example = '{"type": "object", "properties": {...}, "required": [...]}'
+    value = _json_text(text, schema, "schema", dict, f"a JSON Schema object like {example}")
     try:
-        turns = json.loads(text)
-    except ValueError as error:
-        raise InvalidRequestError(
-            f"the few-shot file {str(path)!r} is not valid JSON ({error}); it must be a list of messages "
-            f"like {example}"
-        ) from error
-    if not isinstance(turns, list):
-        raise InvalidRequestError(
-            f"the few-shot file {str(path)!r} holds a JSON {type(turns).__name__}; it must be a list of "
-            f"messages like {example}"
-        )
-    return turns
+        return output_format(value)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"the schema file {str(schema)!r}: {error}") from error
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(args.params)
+    """The generation parameters of ``-p``, with the reply's format of ``--schema``/``--choices``."""
+    options = dict(args.params)
+    if args.response_format is not None:
+        if options.get("response_format") is not None:
+            raise InvalidRequestError(
+                "-p response_format=... and --schema/--choices are both given; give the reply's format once"
+            )
+        options["response_format"] = args.response_format
+    return options
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -221,7 +272,8 @@ def _run(args: argparse.Namespace) -> int:
         output=args.output,
         system=args.system if args.system is not None else _read(args.system_file, "system"),
         few_shot=_few_shot(args.few_shot),
-        params=_options(args),
+        params=dict(args.params),
+        response_format=args.response_format,
         id_field=args.id_field,
         keep_fields=args.keep_fields.split(",") if args.keep_fields else None,
         concurrency=args.concurrency,
@@ -263,6 +315,17 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _answer(backend: ChatBackend, messages: list[Message], args: argparse.Namespace) -> str:
+    """Print the reply to ``messages`` (streamed unless ``--no-stream``) and return its text.
+
+    With ``--schema``/``--choices`` the checked value is printed instead, as one pretty JSON
+    document (so it pipes into ``jq``); a reply that does not pass is a ``StructuredOutputError``.
+    """
+    if args.response_format is not None:
+        from llmclient.pipeline.results import parsed_json
+
+        reply = backend.chat(messages, **_options(args))
+        print(json.dumps(parsed_json(reply.parsed), indent=2, ensure_ascii=False))
+        return reply.text
     if args.no_stream:
         text = backend.chat(messages, **_options(args)).text
         print(text)

@@ -6,6 +6,7 @@ command from its flags; the runner reads it and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -13,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from llmclient.errors import InvalidRequestError
 from llmclient.pipeline.prompt import Nulls, PromptTemplate
-from llmclient.types import GenerationParams, MessageLike
+from llmclient.structured import Choice, output_format
+from llmclient.types import GenerationOptions, GenerationParams, MessageLike
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class RunOptions:
     """How to run a prompt over a dataset: the prompt, where results go, and how fast and how much.
 
     Built once, checked once: a bad value (``concurrency`` below 1, a template with a syntax error,
-    an unknown generation parameter) raises here, before any backend is loaded or row is read.
+    an unknown generation parameter, a ``response_format`` that is no format) raises here, before any
+    backend is loaded or row is read.
     """
 
     template: str
@@ -38,6 +41,12 @@ class RunOptions:
     """Example turns placed between the system message and each row's turn."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Generation parameters for every row (``max_new_tokens``, ``temperature``, ...)."""
+    response_format: Any = None
+    """What every reply must be (a pydantic model class, a JSON Schema dict, ``llmclient.JSON``,
+    ``llmclient.Choice``, ``llmclient.Regex``); each ok line gets its checked value as ``parsed``, and a
+    reply that does not pass fails its row. Held as an :class:`~llmclient.structured.OutputFormat`."""
+    choices: Sequence[str] | None = None
+    """Shorthand for ``response_format=Choice(choices)``: every reply is one of these strings."""
     id_field: str | None = None
     """The field that identifies a row; by default a row is identified by all its fields."""
     keep_fields: Sequence[str] | None = None
@@ -80,6 +89,7 @@ class RunOptions:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         if self.keep_fields is not None:
             object.__setattr__(self, "keep_fields", tuple(self.keep_fields))
+        self._check_format()
         self.prompt  # noqa: B018 - a template syntax error is reported before any row runs
         self.generation  # noqa: B018 - so is an unknown or out-of-range parameter
 
@@ -88,10 +98,59 @@ class RunOptions:
         """The compiled prompt: template, system message and few-shot turns."""
         return PromptTemplate(self.template, self.system, tuple(self.few_shot), self.nulls)
 
+    def _check_format(self) -> None:
+        """Check the reply's format, given once by ``response_format``, ``choices`` or ``params``.
+
+        ``response_format`` is held as its :class:`~llmclient.structured.OutputFormat` and ``choices``
+        as a tuple; the format in force is :attr:`generation`'s ``response_format``.
+        """
+        given = [
+            name
+            for name, value in (
+                ("response_format", self.response_format),
+                ("choices", self.choices),
+                ("params['response_format']", self.params.get("response_format")),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise InvalidRequestError(
+                f"{' and '.join(given)} are both given; give the reply's format once "
+                f"(choices=[...] means response_format=Choice([...]))"
+            )
+        if self.response_format is not None:
+            object.__setattr__(self, "response_format", output_format(self.response_format))
+        if self.choices is not None:  # a bare string or an empty list is refused by Choice
+            object.__setattr__(self, "choices", Choice(self.choices).options)
+
     @functools.cached_property
     def generation(self) -> GenerationParams:
-        """``params``, checked."""
-        return GenerationParams.from_options(self.params)
+        """The run's generation parameters, checked: ``params`` with ``response_format`` in them.
+
+        The one home of the run's parameters: the resume key is made from them, and every request
+        is sent with them (:attr:`call_options`).
+        """
+        params = dict(self.params)
+        if self.response_format is not None:
+            params["response_format"] = self.response_format
+        elif self.choices is not None:
+            params["response_format"] = Choice(self.choices)
+        return GenerationParams.from_options(params)
+
+    @functools.cached_property
+    def call_options(self) -> GenerationOptions:
+        """:attr:`generation` as the keyword options of ``backend.achat``: the values that are set,
+        each as it is (the :class:`~llmclient.structured.OutputFormat` itself, not a copy of its fields).
+        """
+        generation = self.generation
+        options = {
+            f.name: getattr(generation, f.name)
+            for f in dataclasses.fields(generation)
+            if getattr(generation, f.name) is not None
+        }
+        if not generation.extra:
+            options.pop("extra", None)
+        return cast(GenerationOptions, options)
 
     @property
     def path(self) -> Path:

@@ -123,6 +123,19 @@ class ResultsFile:
             self._fd = None
 
 
+def parsed_json(value: Any) -> Any:
+    """A reply's ``parsed`` value as plain JSON, for a result line or the terminal.
+
+    A pydantic model instance becomes its ``model_dump(mode="json")`` (dates as ISO strings, enums as
+    their values); a dict, a list or the chosen string of a ``Choice`` is already JSON; ``None``
+    (no ``response_format``) stays ``None``.
+    """
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    return value
+
+
 def _encode(record: Mapping[str, Any]) -> bytes:
     text = json.dumps(record, ensure_ascii=False, default=json_value, separators=(",", ":")) + "\n"
     try:

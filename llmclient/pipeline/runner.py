@@ -8,19 +8,18 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, TypeVar
 
 from llmclient.backend import ChatBackend
 from llmclient.config import BackendConfig
-from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.errors import InvalidRequestError, LLMClientError, StructuredOutputError
 from llmclient.pipeline.keys import run_fingerprint
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.output import OutputLock, ResultsWriteError, check_writable
 from llmclient.pipeline.plan import Plan
 from llmclient.pipeline.progress import Progress, RunSummary
 from llmclient.pipeline.prompt import Nulls
-from llmclient.pipeline.results import Finished, ResultsFile
+from llmclient.pipeline.results import Finished, ResultsFile, parsed_json
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
 from llmclient.types import ChatResponse, Message, MessageLike
 
@@ -66,7 +65,6 @@ class _Run:
         self.results = results
         self.summary = summary
         self.progress = progress
-        self.params: dict[str, Any] = {k: v for k, v in asdict(options.generation).items() if v is not None}
         self.fingerprint = run_fingerprint(
             options.prompt,
             backend.defaults.merged(options.generation),
@@ -110,6 +108,7 @@ class _Run:
                 **base,
                 "status": "ok",
                 "text": reply.text,
+                "parsed": parsed_json(reply.parsed),
                 "finish_reason": reply.finish_reason,
                 "usage": usage.to_dict() if usage else None,
                 "latency": round(reply.latency, 4),
@@ -126,21 +125,30 @@ class _Run:
             self.summary.completion_tokens += usage.completion_tokens
 
     def write_error(self, base: dict[str, Any], error: Exception) -> None:
-        """Record a failed row; a dry run only counts it."""
+        """Record a failed row; a dry run only counts it.
+
+        A reply that did not pass ``response_format`` keeps its raw text, finish reason and
+        validation errors in the line: it was paid for, and shows what the model did instead.
+        """
         if self.summary.dry_run:
             self.summary.failed += 1
             return
         status = error.status_code if isinstance(error, LLMClientError) else None
         message = error.message if isinstance(error, LLMClientError) else str(error) or repr(error)
+        described: dict[str, Any] = {"type": type(error).__name__, "message": message, "status_code": status}
+        invalid = error if isinstance(error, StructuredOutputError) else None
+        if invalid is not None:
+            described["errors"] = list(invalid.errors)
         saved = self.save(
             {
                 **base,
                 "status": "error",
-                "text": None,
-                "finish_reason": None,
+                "text": invalid.text if invalid is not None else None,
+                "parsed": None,
+                "finish_reason": invalid.finish_reason if invalid is not None else None,
                 "usage": None,
                 "latency": None,
-                "error": {"type": type(error).__name__, "message": message, "status_code": status},
+                "error": described,
             }
         )
         self.summary.failed += saved
@@ -148,7 +156,7 @@ class _Run:
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: _RateLimit) -> None:
         await rate.wait()
         try:
-            reply = await self.backend.achat(messages, **self.params)
+            reply = await self.backend.achat(messages, **self.options.call_options)
         except LLMClientError as error:
             self.write_error(base, error)
         except Exception as error:  # a backend's bug fails its row with a line, never silently
@@ -188,6 +196,8 @@ async def arun(
     system: str | None = None,
     few_shot: Sequence[MessageLike] = (),
     params: Mapping[str, Any] | None = None,
+    response_format: Any = None,
+    choices: Sequence[str] | None = None,
     id_field: str | None = None,
     keep_fields: Sequence[str] | None = None,
     concurrency: int = 16,
@@ -206,8 +216,11 @@ async def arun(
     ``retry_failed``. At most ``concurrency`` requests are in flight, and at most
     ``requests_per_minute`` start per minute. A ``dry_run`` renders every prompt and counts tokens
     (where the backend can) without calling the model. ``progress`` shows a bar on stderr (default:
-    when stderr is a terminal). Every option is described on :class:`RunOptions`. Returns a
-    :class:`RunSummary`; failed rows do not raise, their errors are in the results file.
+    when stderr is a terminal). ``response_format`` (or ``choices=[...]``, short for
+    ``response_format=Choice([...])``) asks every reply for structured output: each ok line gets its
+    checked value as ``parsed``, and a reply that does not pass is a failed row that keeps its raw
+    text. Every option is described on :class:`RunOptions`. Returns a :class:`RunSummary`; failed
+    rows do not raise, their errors are in the results file.
 
     Before the first request the output is checked writable and locked against a second run
     (:class:`~llmclient.pipeline.output.OutputError`); a write that fails mid-run stops the run
@@ -219,6 +232,8 @@ async def arun(
         system=system,
         few_shot=few_shot,
         params=params or {},
+        response_format=response_format,
+        choices=choices,
         id_field=id_field,
         keep_fields=keep_fields,
         concurrency=concurrency,

@@ -1,4 +1,4 @@
-"""Fixtures for the batch runner: a loopback server whose replies depend on the prompt."""
+"""Fixtures for the batch runner: loopback servers whose replies depend on the prompt."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline_support import EchoServer, write_project
+from pipeline_support import EchoServer, ParrotServer, write_project
 
 from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.retry import RetryPolicy
@@ -34,3 +34,11 @@ def project(echo: tuple[EchoServer, LoopbackServer], tmp_path: Path) -> Path:
     """A working directory with an llmclient.toml pointing at the loopback server, and rows.jsonl."""
     _, server = echo
     return write_project(tmp_path, server.base_url)
+
+
+@pytest.fixture
+def parrot(tmp_path: Path) -> Iterator[tuple[ParrotServer, Path]]:
+    """A server answering each prompt with itself, and a project (llmclient.toml, rows.jsonl) using it."""
+    handler = ParrotServer()
+    with LoopbackServer(handler) as server:
+        yield handler, write_project(tmp_path, server.base_url)

@@ -60,6 +60,25 @@ class EchoServer:
         return self._ok(request)
 
 
+class ParrotServer:
+    """Answers with the user prompt itself, so the template writes the reply (JSON, a choice).
+
+    While ``chatty`` is set, a prompt containing ``CHATTY`` is answered with ``Sure! `` before it,
+    as a model that talks around its JSON does.
+    """
+
+    def __init__(self) -> None:
+        self.chatty = True
+        self._ok = OpenAIHandler(text=self._text)
+
+    def _text(self, body: dict[str, Any]) -> str:
+        content = str(body["messages"][-1]["content"])
+        return ("Sure! " if self.chatty and "CHATTY" in content else "") + content
+
+    def __call__(self, request: Request) -> Reply:
+        return self._ok(request)
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
