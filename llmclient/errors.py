@@ -168,6 +168,8 @@ class StructuredOutputError(LLMClientError):
         errors: what is wrong, one line per validation error.
         finish_reason: why generation ended; ``"length"`` means the reply was cut, and the fix is a
             larger ``max_new_tokens``.
+        reply: the whole reply (a :class:`~llmclient.types.ChatResponse`: usage, latency, model),
+            where the check ran on one: what it cost is not lost with it.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class StructuredOutputError(LLMClientError):
         self.text = text
         self.errors = errors
         self.finish_reason = finish_reason
+        self.reply: Any = None
 
 
 class CassetteError(LLMClientError):

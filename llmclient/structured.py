@@ -184,8 +184,13 @@ class OutputFormat:
             raise
 
     def attach(self, reply: ChatResponse) -> ChatResponse:
-        """``reply`` with ``parsed`` set, or :class:`StructuredOutputError`."""
-        return replace(reply, parsed=self.parse(reply.text, finish_reason=reply.finish_reason))
+        """``reply`` with ``parsed`` set, or :class:`StructuredOutputError` carrying the reply."""
+        try:
+            parsed = self.parse(reply.text, finish_reason=reply.finish_reason)
+        except StructuredOutputError as exc:
+            exc.reply = reply
+            raise
+        return replace(reply, parsed=parsed)
 
     def _what(self) -> str:
         return {

@@ -137,6 +137,7 @@ class _Run:
         message = error.message if isinstance(error, LLMClientError) else str(error) or repr(error)
         described: dict[str, Any] = {"type": type(error).__name__, "message": message, "status_code": status}
         invalid = error if isinstance(error, StructuredOutputError) else None
+        paid: ChatResponse | None = invalid.reply if invalid is not None else None
         if invalid is not None:
             described["errors"] = list(invalid.errors)
         saved = self.save(
@@ -146,8 +147,8 @@ class _Run:
                 "text": invalid.text if invalid is not None else None,
                 "parsed": None,
                 "finish_reason": invalid.finish_reason if invalid is not None else None,
-                "usage": None,
-                "latency": None,
+                "usage": paid.usage.to_dict() if paid is not None and paid.usage else None,
+                "latency": round(paid.latency, 4) if paid is not None else None,
                 "error": described,
             }
         )

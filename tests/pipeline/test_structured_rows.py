@@ -20,7 +20,7 @@ from llmclient.errors import InvalidRequestError
 from llmclient.pipeline import RunOptions
 from llmclient.structured import OutputFormat, output_format
 from llmclient.testing import FunctionBackend
-from llmclient.types import ChatResponse, GenerationParams, Message
+from llmclient.types import ChatResponse, GenerationParams, Message, Usage
 
 ORDER_TEMPLATE = '{"dish": "{{ dish }}", "late": {{ late }}}'
 ORDER_SCHEMA = {
@@ -176,3 +176,17 @@ def test_options_hold_the_checked_format_and_survive_replace() -> None:
     schema = RunOptions(template="{{ a }}", output="o.jsonl", response_format=ORDER_SCHEMA)
     assert isinstance(schema.response_format, OutputFormat)
     assert dataclasses.replace(schema, limit=1).generation == schema.generation
+
+
+def test_a_failed_structured_row_keeps_what_its_reply_cost(tmp_path) -> None:
+    out = tmp_path / "out.jsonl"
+
+    def chatty(messages: list[Message], params: GenerationParams) -> ChatResponse:
+        return ChatResponse(text="Sure, here it is", finish_reason="stop", usage=Usage(11, 4))
+
+    with FunctionBackend(chatty) as backend:
+        summary = pipeline.run(backend, ROWS[:1], template=ORDER_TEMPLATE, output=out, response_format=JSON)
+    assert summary.failed == 1
+    (line,) = read_results(out)
+    assert line["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    assert line["latency"] is not None and line["text"] == "Sure, here it is"
