@@ -6,6 +6,8 @@ honoured; one above ``max_wait`` ends the retries at once rather than waiting le
 A backend may share one :class:`BackoffGate` between all its requests: after a 429, every request
 waits on it (the longest ``Retry-After`` asked, and at least a backoff that grows while 429s keep
 coming), so a storm of rate limits slows the backend as a whole rather than each request alone.
+A :class:`RequestRate` caps request starts per minute; inside :func:`retries_paced_by`, every retry
+takes its slot from it too (the batch runner's ``--rpm``), so retries never push a run past its cap.
 
 :class:`RetryPolicy` is also the settings class of the ``retry`` table in ``llmclient.toml``
 (``retry = { max_attempts = 5, max_wait = 60 }``): its fields are declared here and nowhere else.
@@ -19,6 +21,8 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -215,13 +219,65 @@ class BackoffGate:
         return attempt
 
 
+class RequestRate:
+    """Spaces request starts so that at most ``per_minute`` begin in any minute.
+
+    One object is shared by everything it paces: the rows of a run, and (inside
+    :func:`retries_paced_by`) the retries of their requests. Safe from threads and event loops.
+    """
+
+    def __init__(self, per_minute: float | None) -> None:
+        self._interval = 60.0 / per_minute if per_minute else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def _reserve(self) -> float:
+        """Take the next slot; the seconds to wait until it starts."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        return start - now
+
+    async def wait(self) -> None:
+        """Wait for a slot."""
+        if self._interval and (delay := self._reserve()) > 0:
+            await asyncio.sleep(delay)
+
+    def wait_sync(self) -> None:
+        """Wait for a slot, from sync code."""
+        if self._interval and (delay := self._reserve()) > 0:
+            time.sleep(delay)
+
+
+_retry_rate: ContextVar[RequestRate | None] = ContextVar("llmclient_retry_rate", default=None)
+
+
+@contextmanager
+def retries_paced_by(rate: RequestRate) -> Iterator[None]:
+    """Within this block (and the tasks it starts), every retry waits for a slot of ``rate``.
+
+    The first attempt of a request is paced by whoever sends it (the batch runner waits for a slot
+    before each row); the retries the policy makes take theirs here, from the same ``rate``.
+    """
+    token = _retry_rate.set(rate)
+    try:
+        yield
+    finally:
+        _retry_rate.reset(token)
+
+
 def _replaying(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
-    """``fn`` whose first call re-raises the failure already seen, so tenacity counts it as attempt 1."""
+    """``fn`` whose first call re-raises the failure already seen, so tenacity counts it as attempt 1;
+    every later call (a retry) first takes a slot of the :class:`RequestRate` in force, if any.
+    """
     pending = [first]
 
     def attempt() -> T:
         if pending:
             raise pending.pop()
+        if (rate := _retry_rate.get()) is not None:
+            rate.wait_sync()
         return fn()
 
     return attempt
@@ -233,6 +289,8 @@ def _areplaying(first: BaseException, fn: Callable[[], Awaitable[T]]) -> Callabl
     async def attempt() -> T:
         if pending:
             raise pending.pop()
+        if (rate := _retry_rate.get()) is not None:
+            await rate.wait()
         return await fn()
 
     return attempt

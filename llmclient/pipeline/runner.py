@@ -21,6 +21,7 @@ from llmclient.pipeline.progress import Progress, RunSummary
 from llmclient.pipeline.prompt import Nulls
 from llmclient.pipeline.results import Finished, ResultsFile, parsed_json
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
+from llmclient.retry import RequestRate, retries_paced_by
 from llmclient.types import ChatResponse, Message, MessageLike
 
 BackendSpec = ChatBackend | str | Mapping[str, Any] | BackendConfig
@@ -29,24 +30,6 @@ BackendSpec = ChatBackend | str | Mapping[str, Any] | BackendConfig
 T = TypeVar("T")
 
 logger = logging.getLogger("llmclient.pipeline")
-
-
-class _RateLimit:
-    """Spaces request starts so that at most ``per_minute`` begin in any minute."""
-
-    def __init__(self, per_minute: float | None) -> None:
-        self._interval = 60.0 / per_minute if per_minute else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        await asyncio.sleep(start - now)
 
 
 class _Run:
@@ -154,10 +137,11 @@ class _Run:
         )
         self.summary.failed += saved
 
-    async def answer(self, base: dict[str, Any], messages: list[Message], rate: _RateLimit) -> None:
+    async def answer(self, base: dict[str, Any], messages: list[Message], rate: RequestRate) -> None:
         await rate.wait()
         try:
-            reply = await self.backend.achat(messages, **self.options.call_options)
+            with retries_paced_by(rate):  # a retry takes its slot from the run's cap too
+                reply = await self.backend.achat(messages, **self.options.call_options)
         except LLMClientError as error:
             self.write_error(base, error)
         except Exception as error:  # a backend's bug fails its row with a line, never silently
@@ -316,7 +300,7 @@ async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -
 async def _rows(run: _Run, source: Iterable[dict[str, Any]], finished: Finished) -> None:
     """Every row of ``source``: skipped, failed, counted (dry run) or sent, ``concurrency`` at a time."""
     options, summary = run.options, run.summary
-    rate = _RateLimit(options.requests_per_minute)
+    rate = RequestRate(options.requests_per_minute)
     window = run.backend.context_window if options.dry_run else None
     plan = Plan(run, finished)
     in_flight: set[asyncio.Task[None]] = set()
