@@ -6,6 +6,8 @@
 - ``settings``: :class:`OpenAICompatibleSettings`, range-checked, with the nested ``retry`` table.
 - ``providers``: :class:`Provider` objects (:data:`PROVIDERS`); OpenRouter's own settings and hooks.
 - ``wire``: the chat-completions codec, pure functions over bytes and dicts.
+- ``schemas``: structured output on the wire: the strict ``response_format``, replies read back.
+- ``fallback``: the prompt fallback when a model refuses ``response_format``, and validation retries.
 - ``transport``: the HTTP seam (aiohttp-backed async transport, transport-error mapping).
 
 Importing this package loads neither httpx2 nor aiohttp: the backend and its transport are imported

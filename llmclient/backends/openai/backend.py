@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import httpx2
 from typing_extensions import Unpack
@@ -25,8 +25,10 @@ from llmclient._settings import read_settings
 from llmclient.backend import ChatBackend, Messages
 from llmclient.backends.openai.credentials import masked, public_url, split_userinfo
 from llmclient.backends.openai.failures import refusal, refused
-from llmclient.backends.openai.limits import AttemptLimits
+from llmclient.backends.openai.fallback import StructuredOutput, adrive, drive
+from llmclient.backends.openai.limits import AttemptLimits, within
 from llmclient.backends.openai.providers import PROVIDERS, Provider, provider_named
+from llmclient.backends.openai.schemas import StrictFormat
 from llmclient.backends.openai.settings import OpenAICompatibleSettings, with_retry_table
 from llmclient.backends.openai.stops import StopCutter, find_stop
 from llmclient.backends.openai.transport import (
@@ -34,6 +36,7 @@ from llmclient.backends.openai.transport import (
     ClientTransport,
     LearnsSecrets,
     map_transport_error,
+    sync_client,
 )
 from llmclient.backends.openai.wire import StreamReader, build_body, parse_completion
 from llmclient.config import BackendConfig
@@ -43,7 +46,6 @@ from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, Genera
 
 logger = logging.getLogger("llmclient")
 
-T = TypeVar("T")
 
 class OpenAICompatibleBackend(ChatBackend):
     """Chat completions from any OpenAI-compatible HTTP API.
@@ -87,6 +89,7 @@ class OpenAICompatibleBackend(ChatBackend):
         self._secrets = settings.credentials
         self._gate = BackoffGate()
         self._wire = provider.wire_options(settings)
+        self._structured = StructuredOutput(settings)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if basic:
             self._headers["authorization"] = basic
@@ -107,7 +110,7 @@ class OpenAICompatibleBackend(ChatBackend):
         self._sync_timeouts: dict[bool, dict[str, Any]] = {
             stream: {"timeout": reads[stream]} if self._owns_client else {} for stream in (False, True)
         }
-        self._client = http_client or self._sync_client(settings, transport, timeout)
+        self._client = http_client or sync_client(settings, transport, timeout)
         if async_transport is None and hasattr(transport, "handle_async_request"):
             async_transport = cast(httpx2.AsyncBaseTransport, transport)  # one object serving both sides
         self._owns_async_transport = async_transport is None and async_http_client is None
@@ -129,25 +132,6 @@ class OpenAICompatibleBackend(ChatBackend):
             # sessions left open (no close(), as in a short script) are closed when the backend is
             # collected or the interpreter exits, not reported as "Unclosed client session"
             weakref.finalize(self, self._async_transport.close_sync)
-
-    @staticmethod
-    def _sync_client(
-        settings: OpenAICompatibleSettings, transport: httpx2.BaseTransport | None, timeout: httpx2.Timeout
-    ) -> httpx2.Client:
-        if transport is not None:
-            return httpx2.Client(transport=transport, timeout=timeout)
-        limits = httpx2.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-        )
-        # httpx2 builds its own transports, so proxies from the environment are mounted too
-        return httpx2.Client(
-            verify=settings.verify,
-            cert=settings.cert,
-            trust_env=settings.trust_env,
-            limits=limits,
-            proxy=settings.proxy,
-            timeout=timeout,
-        )
 
     @property
     def context_window(self) -> int | None:
@@ -263,17 +247,27 @@ class OpenAICompatibleBackend(ChatBackend):
             except asyncio.TimeoutError:
                 raise limits.expired() from None
 
-    def _chat(self, request: ChatRequest) -> ChatResponse:
+    def _send(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
         return self.settings.retry.call(lambda: self._post(request, content), self._gate)
 
-    async def _achat(self, request: ChatRequest) -> ChatResponse:
+    async def _asend(self, request: ChatRequest) -> ChatResponse:
         content = self._encode(request, stream=False)
         return await self.settings.retry.acall(lambda: self._apost(request, content), self._gate)
 
+    def _chat(self, request: ChatRequest) -> ChatResponse:
+        reply: ChatResponse = drive(self._structured.attempts(request), self._send)  # see ``fallback``
+        return reply
+
+    async def _achat(self, request: ChatRequest) -> ChatResponse:
+        return await adrive(self._structured.attempts(request), self._asend)
+
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
-        content = self._encode(request, stream=True)
-        response, limits = self.settings.retry.call(lambda: self._start(content), self._gate)
+        def start(sent: ChatRequest) -> tuple[httpx2.Response, AttemptLimits]:
+            content = self._encode(sent, stream=True)
+            return self.settings.retry.call(lambda: self._start(content), self._gate)
+
+        response, limits = drive(self._structured.attempts(request, validate=False), start)
         reader = StreamReader(response.status_code, response.headers)
         cutter = StopCutter(request.params.stop or ())
         with contextlib.closing(response), self._boundary():
@@ -287,8 +281,11 @@ class OpenAICompatibleBackend(ChatBackend):
             yield from cutter.deltas(reader.finish(), last=True)
 
     async def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
-        content = self._encode(request, stream=True)
-        response, limits = await self.settings.retry.acall(lambda: self._astart(content), self._gate)
+        async def start(sent: ChatRequest) -> tuple[httpx2.Response, AttemptLimits]:
+            content = self._encode(sent, stream=True)
+            return await self.settings.retry.acall(lambda: self._astart(content), self._gate)
+
+        response, limits = await adrive(self._structured.attempts(request, validate=False), start)
         reader = StreamReader(response.status_code, response.headers)
         cutter = StopCutter(request.params.stop or ())
         chunks = response.aiter_bytes()
@@ -324,6 +321,16 @@ class OpenAICompatibleBackend(ChatBackend):
 
     # -- the rest of the interface ----------------------------------------------------------
 
+    def prepare(self, messages: Messages, options: Mapping[str, Any]) -> ChatRequest:
+        """As every backend, with a ``response_format`` that reads ``null`` as strict mode sends it
+        (:class:`~llmclient.backends.openai.schemas.StrictFormat`): streams are checked by it.
+        """
+        request = super().prepare(messages, options)
+        fmt = request.params.response_format
+        if fmt is None:
+            return request
+        return replace(request, params=replace(request.params, response_format=StrictFormat.of(fmt)))
+
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
         """The JSON body that would be sent for ``messages`` (without the API key)."""
         request = self.prepare(messages, options)
@@ -351,15 +358,6 @@ def _fed(reader: StreamReader, chunk: bytes, limits: AttemptLimits) -> list[Stre
     if reader.events != events:
         limits.event()
     return deltas
-
-
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``awaitable``, or ``asyncio.TimeoutError`` after ``seconds``."""
-    timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no task per wait
-    if timeout is None:
-        return await asyncio.wait_for(awaitable, seconds)
-    async with timeout(seconds):
-        return await awaitable
 
 
 def from_config(config: BackendConfig) -> OpenAICompatibleBackend:

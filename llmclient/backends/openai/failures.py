@@ -25,6 +25,7 @@ from llmclient.errors import (
     ProviderError,
     RateLimitError,
     TimeoutError,
+    UnsupportedFeatureError,
 )
 
 
@@ -62,6 +63,20 @@ _CONTEXT_PATTERNS = re.compile(
     r"exceeds the (?:model's )?(?:maximum|max)|input is too long|max input tokens",
     re.IGNORECASE,
 )
+_FORMAT_SUBJECT = re.compile(
+    r"response[_ ]?format|json[_ ]?schema|json[_ ]?object|structured[_ ]output|guided[_ ]json",
+    re.IGNORECASE,
+)
+_FORMAT_REFUSED = re.compile(
+    r"not supported|unsupported|not available|unavailable|does not support|doesn't support|not enabled",
+    re.IGNORECASE,
+)
+_NO_ENDPOINT = re.compile(r"no endpoints found that can handle the requested parameters", re.IGNORECASE)
+STRUCTURED_FIX = (
+    'set structured_fallback = "prompt" to send the schema in the system message instead (the reply is '
+    "still validated), or use a model that supports structured output"
+)
+"""What an :class:`UnsupportedFeatureError` for a refused ``response_format`` tells the user to do."""
 _NUMBERS = re.compile(r"(\d[\d,]*) tokens")
 _LITELLM_NUMBERS = re.compile(r"Max Input Tokens\s*=\s*(\d+)\s*,\s*Got\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -161,6 +176,19 @@ def _error_for(
             f"lower max_new_tokens",
             context_window=window,
             prompt_tokens=prompt,
+            **common,
+        )
+    if status in (400, 404, 422) and (
+        _NO_ENDPOINT.search(message) or (_FORMAT_SUBJECT.search(message) and _FORMAT_REFUSED.search(message))
+    ):
+        routed = (
+            " (on OpenRouter, require_parameters = false routes it anyway)"
+            if _NO_ENDPOINT.search(message)
+            else ""
+        )
+        return UnsupportedFeatureError(
+            f"the model does not support this response_format (HTTP {status}): {message}. To go on, "
+            f"{STRUCTURED_FIX}{routed}",
             **common,
         )
     if status in (401, 403):

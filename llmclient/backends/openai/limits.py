@@ -10,9 +10,14 @@ open must not cost it.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from llmclient.errors import TimeoutError
+
+T = TypeVar("T")
 
 GRACE = 1.0
 """Seconds a finished stream waits for its usage chunk or ``[DONE]``."""
@@ -63,3 +68,12 @@ class AttemptLimits:
             f"the stream sent no event for {self.idle:g}s (keep-alive comments do not count); raise "
             f"stream_idle_timeout if the model is slow to start"
         )
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``, or ``asyncio.TimeoutError`` after ``seconds``."""
+    timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no task per wait
+    if timeout is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable

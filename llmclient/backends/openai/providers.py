@@ -2,12 +2,12 @@
 
 A :class:`Provider` says where the API lives (and which variable overrides that), which variable
 holds the key and whether one is required, how the provider spells the standard fields
-(:class:`~llmclient.backends.openai.wire.WireOptions`), and which settings class it reads. Two
-hooks add what a provider's own settings put on the wire: :meth:`Provider.headers` and
-:meth:`Provider.body_fields`. OpenRouter's settings (attribution, routing, fallback models) live
-here with :class:`OpenRouter`; the backend never asks which provider it talks to. A new provider
-is an object (a subclass where it needs hooks), added to :data:`PROVIDERS` or passed as
-``preset=``.
+(:class:`~llmclient.backends.openai.wire.WireOptions`), and which settings class it reads. Three
+hooks add what a provider's own settings put on the wire: :meth:`Provider.headers`,
+:meth:`Provider.body_fields` and, with a ``response_format``, :meth:`Provider.structured_fields`.
+OpenRouter's settings (attribution, routing, fallback models, ``require_parameters``) live here
+with :class:`OpenRouter`; the backend never asks which provider it talks to. A new provider is an
+object (a subclass where it needs hooks), added to :data:`PROVIDERS` or passed as ``preset=``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ class Provider:
         """Body fields this provider's own settings add to every request (none by default)."""
         return {}
 
+    def structured_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
+        """Body fields added when a request sends a ``response_format``, merged under the body's own
+        (none by default).
+        """
+        return {}
+
     def wire_options(self, settings: OpenAICompatibleSettings) -> WireOptions:
         """The wire options for ``settings``: the provider's, with the user's field name and extras."""
         extra = {**settings.extra_body, **self.body_fields(settings)}
@@ -63,6 +69,7 @@ class Provider:
             max_tokens_field=settings.max_tokens_field or self.wire.max_tokens_field,
             body_extra=extra or None,
             developer_role=settings.developer_role,
+            structured_extra=self.structured_fields(settings) or None,
         )
 
     def adopt(self, settings: OpenAICompatibleSettings | None) -> OpenAICompatibleSettings:
@@ -97,7 +104,7 @@ class Provider:
 
 @dataclass(frozen=True, repr=False)
 class OpenRouterSettings(OpenAICompatibleSettings):
-    """OpenRouter's settings: those of every OpenAI-compatible backend, and its own four."""
+    """OpenRouter's settings: those of every OpenAI-compatible backend, and its own five."""
 
     app_url: str | None = None
     """App attribution: sent as ``HTTP-Referer``."""
@@ -107,11 +114,16 @@ class OpenRouterSettings(OpenAICompatibleSettings):
     """Provider routing (``{"order": [...], "allow_fallbacks": false}``), sent as ``provider``."""
     models: list[str] | None = None
     """Fallback models, tried in order when the main one fails; sent as ``models``."""
+    require_parameters: bool = True
+    """With a ``response_format``, send ``provider.require_parameters = true`` so OpenRouter routes
+    only to providers that honour the schema (a ``require_parameters`` in ``provider`` wins)."""
 
 
 @dataclass(frozen=True)
 class OpenRouter(Provider):
-    """OpenRouter: attribution headers, and provider routing and fallback models in the body."""
+    """OpenRouter: attribution headers, provider routing and fallback models in the body, and
+    ``require_parameters`` with structured output.
+    """
 
     settings_class: type[OpenAICompatibleSettings] = OpenRouterSettings
 
@@ -128,6 +140,14 @@ class OpenRouter(Provider):
             return {}
         named = {"provider": settings.provider, "models": settings.models}
         return {key: value for key, value in named.items() if value is not None}
+
+    def structured_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
+        """``provider.require_parameters = true``, unless the ``require_parameters`` setting is off:
+        without it OpenRouter may route to a provider that ignores the schema.
+        """
+        if not isinstance(settings, OpenRouterSettings) or not settings.require_parameters:
+            return {}
+        return {"provider": {"require_parameters": True}}
 
 
 PROVIDERS: dict[str, Provider] = {

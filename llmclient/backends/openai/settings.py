@@ -63,6 +63,13 @@ class OpenAICompatibleSettings(Settings):
     """Body field for ``max_new_tokens``, when the server wants the other one."""
     developer_role: Literal["developer", "system"] = "developer"
     """How ``developer`` messages are sent: as they are, or as ``system`` for servers without the role."""
+    structured_fallback: Literal["error", "prompt"] = "error"
+    """When the model refuses ``response_format`` (HTTP 400 "not supported"): ``"error"`` raises
+    ``UnsupportedFeatureError``; ``"prompt"`` sends the schema in the system message instead (the
+    reply is checked the same way)."""
+    structured_retries: int | None = None
+    """Times a reply that does not match ``response_format`` is sent back with the validation error;
+    1 when ``structured_fallback = "prompt"``, else 0."""
 
     @property
     def credentials(self) -> tuple[str, ...]:
@@ -74,7 +81,9 @@ class OpenAICompatibleSettings(Settings):
         return redact(f"{type(self).__name__}({shown})", self.credentials)
 
     def problems(self) -> Iterator[tuple[str, str, str]]:
-        """Timeouts above zero, at least one connection, a context window of at least one token."""
+        """Timeouts above zero, at least one connection, a context window of at least one token,
+        no negative structured retries.
+        """
         for name in ("timeout", "connect_timeout", "deadline", "stream_idle_timeout"):
             if not getattr(self, name) > 0:
                 yield name, "must be a number of seconds above 0", f"Set {name} to e.g. 30"
@@ -82,6 +91,8 @@ class OpenAICompatibleSettings(Settings):
             yield "max_connections", "must be at least 1", "Set it to the concurrency you run"
         if self.context_window is not None and self.context_window < 1:
             yield "context_window", "must be at least 1 token", "Set the model's window, or leave it out"
+        if self.structured_retries is not None and self.structured_retries < 0:
+            yield "structured_retries", "must be 0 or more", "Set it to e.g. 1, or leave it out"
 
 
 RETRY_KEYS = tuple(f.name for f in fields(RetryPolicy))

@@ -17,13 +17,16 @@ import contextlib
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import aiohttp
 import httpx2
 
 from llmclient.backends.openai.credentials import public_url
 from llmclient.errors import BackendUnavailableError, LLMClientError, TimeoutError
+
+if TYPE_CHECKING:
+    from llmclient.backends.openai.settings import OpenAICompatibleSettings
 
 
 @runtime_checkable
@@ -268,6 +271,28 @@ class ClientTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Leave the client open: it is the caller's."""
+
+
+def sync_client(
+    settings: OpenAICompatibleSettings, transport: httpx2.BaseTransport | None, timeout: httpx2.Timeout
+) -> httpx2.Client:
+    """The backend's own sync client: on ``transport`` where given, else on httpx2's transports
+    (which mount proxies from the environment), sized and secured as ``settings`` say.
+    """
+    if transport is not None:
+        return httpx2.Client(transport=transport, timeout=timeout)
+    limits = httpx2.Limits(
+        max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+    )
+    # httpx2 builds its own transports, so proxies from the environment are mounted too
+    return httpx2.Client(
+        verify=settings.verify,
+        cert=settings.cert,
+        trust_env=settings.trust_env,
+        limits=limits,
+        proxy=settings.proxy,
+        timeout=timeout,
+    )
 
 
 def map_transport_error(exc: httpx2.HTTPError) -> LLMClientError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmclient.backends.openai.failures import error_from_event, error_from_payload, malformed, not_the_api
+from llmclient.backends.openai.schemas import response_format_field
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, MalformedResponseError
 from llmclient.types import ChatRequest, ChatResponse, StreamDelta, Usage, normalise_finish_reason
 
@@ -28,12 +29,15 @@ class WireOptions:
         body_extra: fields added to every body (the provider's own and the user's ``extra_body``).
         developer_role: the role ``developer`` messages are sent as (``system`` for servers that
             do not know the newer name).
+        structured_extra: fields added under those of the body when a ``response_format`` is sent
+            (OpenRouter's ``provider.require_parameters``); a dict merges under the body's own.
     """
 
     max_tokens_field: str = "max_tokens"
     supports_top_k: bool = True
     body_extra: Mapping[str, Any] | None = None
     developer_role: str = "developer"
+    structured_extra: Mapping[str, Any] | None = None
 
 
 def _message(message: Any, options: WireOptions) -> dict[str, Any]:
@@ -63,11 +67,20 @@ def build_body(model: str, request: ChatRequest, options: WireOptions, *, stream
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.response_format is not None:
+        body["response_format"] = response_format_field(params.response_format)
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     if options.body_extra:
         body.update(options.body_extra)
+    if params.response_format is not None and options.structured_extra:
+        for key, value in options.structured_extra.items():  # what the user set wins, merged
+            given = body.get(key)
+            if isinstance(value, Mapping) and isinstance(given, Mapping):
+                body[key] = {**value, **given}
+            elif given is None:
+                body[key] = value
     if params.extra:
         body.update(params.extra)
     return body
