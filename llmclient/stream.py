@@ -10,17 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self
 
 from llmclient.structured import OutputFormat
 from llmclient.types import ChatResponse, FinishReason, StreamDelta, Usage
 
-
-def _checked(reply: ChatResponse, response_format: OutputFormat | None) -> ChatResponse:
-    """``reply`` with ``parsed`` set where a format was asked for."""
-    return reply if response_format is None else response_format.attach(reply)
+D = TypeVar("D", bound="Iterator[StreamDelta] | AsyncIterator[StreamDelta]")
 
 
 class StreamAccumulator:
@@ -88,24 +85,38 @@ class StreamAccumulator:
         )
 
 
-class ChatStream:
-    """A reply arriving piece by piece: iterate it for :class:`StreamDelta` pieces.
-
-    Use it in a ``with`` block, or call :meth:`close`, to stop generation early and free the
-    connection or model. :meth:`final` reads what is left and returns the whole reply.
-    """
+class _Stream(Generic[D]):
+    """What the sync and async streams share: the deltas they read, the reply they fold them into."""
 
     def __init__(
         self,
-        deltas: Iterator[StreamDelta],
+        deltas: D,
         *,
         model: str,
         backend: str,
         response_format: OutputFormat | None = None,
     ) -> None:
-        self._deltas = deltas
+        self._deltas: D = deltas
         self._acc = StreamAccumulator(model=model, backend=backend)
         self._format = response_format
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return self._acc.response().text
+
+    def _final(self) -> ChatResponse:
+        """The whole reply, with ``parsed`` set where a format was asked for."""
+        reply = self._acc.response()
+        return reply if self._format is None else self._format.attach(reply)
+
+
+class ChatStream(_Stream[Iterator[StreamDelta]]):
+    """A reply arriving piece by piece: iterate it for :class:`StreamDelta` pieces.
+
+    Use it in a ``with`` block, or call :meth:`close`, to stop generation early and free the
+    connection or model. :meth:`final` reads what is left and returns the whole reply.
+    """
 
     def __iter__(self) -> Iterator[StreamDelta]:
         return self
@@ -123,12 +134,7 @@ class ChatStream:
         """
         for _ in self:
             pass
-        return _checked(self._acc.response(), self._format)
-
-    @property
-    def text(self) -> str:
-        """The text received so far."""
-        return self._acc.response().text
+        return self._final()
 
     def close(self) -> None:
         """Stop the stream; generation stops and its resources are released."""
@@ -145,20 +151,8 @@ class ChatStream:
         self.close()
 
 
-class AsyncChatStream:
+class AsyncChatStream(_Stream[AsyncIterator[StreamDelta]]):
     """The async form of :class:`ChatStream`: ``async for delta in stream``."""
-
-    def __init__(
-        self,
-        deltas: AsyncIterator[StreamDelta],
-        *,
-        model: str,
-        backend: str,
-        response_format: OutputFormat | None = None,
-    ) -> None:
-        self._deltas = deltas
-        self._acc = StreamAccumulator(model=model, backend=backend)
-        self._format = response_format
 
     def __aiter__(self) -> AsyncIterator[StreamDelta]:
         return self
@@ -174,12 +168,7 @@ class AsyncChatStream:
         """
         async for _ in self:
             pass
-        return _checked(self._acc.response(), self._format)
-
-    @property
-    def text(self) -> str:
-        """The text received so far."""
-        return self._acc.response().text
+        return self._final()
 
     async def aclose(self) -> None:
         """Stop the stream; generation stops and its resources are released."""
