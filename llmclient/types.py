@@ -333,23 +333,38 @@ def _check_stop(value: object) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one exchange."""
+    """Token counts of one exchange, and what it cost where that is known.
+
+    Attributes:
+        prompt_tokens: tokens sent.
+        completion_tokens: tokens generated.
+        cost: what the exchange cost, in the provider's unit (OpenRouter's is US dollars);
+            ``None`` when unknown (local models, providers that report none, unless priced).
+        cost_source: where ``cost`` came from: ``"provider"`` (the reply said so) or ``"config"``
+            (the backend's ``prices`` setting); ``None`` with no cost.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost: float | None = None
+    cost_source: Literal["provider", "config"] | None = None
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
-        """The usage as OpenAI reports it."""
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """The usage as OpenAI reports it, with ``cost`` and ``cost_source`` where the cost is known."""
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cost is not None:
+            out["cost"] = self.cost
+            out["cost_source"] = self.cost_source
+        return out
 
 
 def normalise_finish_reason(reason: str | None) -> FinishReason | None:

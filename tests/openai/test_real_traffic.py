@@ -127,6 +127,9 @@ def test_real_reply_reads_as_the_sdk_reads_it(
         assert ours.details["provider"] == next(e["provider"] for e in events if e.get("provider"))
         cost = next(e["usage"]["cost"] for e in events if (e.get("usage") or {}).get("cost") is not None)
         assert ours.details["cost"] == cost
+        assert (ours.usage.cost, ours.usage.cost_source) == (cost, "provider")  # streamed and not
+    else:
+        assert ours.usage.cost is None  # OpenAI reports no cost
     assert ours.details["id"] == events[0]["id"]
 
 

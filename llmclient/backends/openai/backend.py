@@ -40,6 +40,7 @@ from llmclient.backends.openai.transport import (
 )
 from llmclient.backends.openai.wire import StreamReader, build_body, parse_completion
 from llmclient.config import BackendConfig
+from llmclient.cost import Prices
 from llmclient.errors import BackendClosedError, LLMClientError
 from llmclient.retry import BackoffGate
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
@@ -142,6 +143,16 @@ class OpenAICompatibleBackend(ChatBackend):
     def credentials(self) -> tuple[str, ...]:
         """The API key, key header values, the base URL's password: masked wherever errors go."""
         return self._secrets
+
+    @property
+    def provider_name(self) -> str:
+        """The provider's name (``openai``, ``openrouter``, ``vllm``, ``ollama``, ...), on spans."""
+        return self.provider.name
+
+    @property
+    def prices(self) -> Prices | None:
+        """The ``prices`` setting, where both prices are set."""
+        return self.settings.prices if self.settings.prices.known else None
 
     @property
     def endpoint(self) -> str | None:

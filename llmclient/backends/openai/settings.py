@@ -15,6 +15,7 @@ from typing import Any, Literal
 from llmclient._settings import Settings
 from llmclient.backends.openai.credentials import credentials
 from llmclient.config import BackendConfig
+from llmclient.cost import Prices
 from llmclient.errors import redact
 from llmclient.retry import RetryPolicy
 
@@ -57,6 +58,9 @@ class OpenAICompatibleSettings(Settings):
     """Read proxy and CA settings from the environment."""
     context_window: int | None = None
     """The model's context window in tokens, where you know it (the server is not asked)."""
+    prices: Prices = field(default_factory=Prices)
+    """Per-token prices, ``{ input_per_million = 0.15, output_per_million = 0.6 }``: a reply's
+    ``usage.cost`` where the provider reports none (OpenRouter's own ``usage.cost`` always wins)."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Fields added to every request body."""
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None

@@ -89,9 +89,13 @@ def build_body(model: str, request: ChatRequest, options: WireOptions, *, stream
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, Mapping):
         return None
+    cost = data.get("cost")  # OpenRouter's, authoritative: what the request was billed
+    known = isinstance(cost, (int, float)) and not isinstance(cost, bool)
     return Usage(
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
+        cost=float(cost) if known else None,  # type: ignore[arg-type]
+        cost_source="provider" if known else None,
     )
 
 

@@ -19,7 +19,7 @@ stream's deltas, or an error), with the llmclient version and the time it was re
       response:
         text: Paris.
         finish_reason: stop
-        usage: {prompt_tokens: 12, completion_tokens: 2}
+        usage: {prompt_tokens: 12, completion_tokens: 2}   # cost, cost_source where known
         model: test-model
         backend: remote
       recorded_at: '2025-06-01T12:00:00Z'
@@ -163,14 +163,27 @@ def _what_is_wrong(exc: Exception) -> str:
     return str(exc)
 
 
-def _usage_to_dict(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+def _usage_to_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+    if usage.cost is not None:
+        out["cost"] = usage.cost
+        out["cost_source"] = usage.cost_source
+    return out
 
 
 def _usage_from_dict(data: Any) -> Usage | None:
     if data is None:
         return None
-    return Usage(prompt_tokens=int(data["prompt_tokens"]), completion_tokens=int(data["completion_tokens"]))
+    cost = data.get("cost")
+    source = data.get("cost_source") if cost is not None else None
+    if source not in (None, "provider", "config"):
+        raise ValueError(f"cost_source {source!r} is not 'provider' or 'config'")
+    return Usage(
+        prompt_tokens=int(data["prompt_tokens"]),
+        completion_tokens=int(data["completion_tokens"]),
+        cost=float(cost) if cost is not None else None,
+        cost_source=source,
+    )
 
 
 def _finish_reason(data: Mapping[str, Any]) -> Any:
