@@ -7,7 +7,10 @@ Starts the loopback server (llmclient.testing.server) in its own process, then m
 1. sequential requests at 0 ms server latency: microseconds per request, sync and async, for raw
    httpx2, raw aiohttp, the openai SDK and llmclient;
 2. 2,000 requests at 50 ms server latency with 64 in flight: percent of the ideal 2000/64 x 50 ms;
-3. a 200-chunk stream: microseconds per chunk.
+3. a 200-chunk stream: microseconds per chunk;
+4. tracing (``--tracing`` runs only this case): a sync llmclient request with no tracer provider
+   (OpenTelemetry not imported, then imported but not configured) and with the OpenTelemetry SDK
+   recording every span (the ratio is the cost of tracing; off must stay within 2%).
 
 Each figure is the best of several rounds, and every comparison is a ratio within this one run,
 because the machine is shared and noisy.
@@ -299,6 +302,32 @@ def streaming(pieces: int, n: int, rounds: int) -> dict[str, float]:
     return results
 
 
+def tracing(n: int, rounds: int) -> dict[str, float]:
+    """Sequential sync requests with tracing off, with OpenTelemetry imported but not configured,
+    then with an SDK tracer provider recording every span (to no exporter: the cost of recording).
+    The provider is global and set once, so the cases run in that order.
+    """
+    results: dict[str, float] = {}
+    with server() as base:
+        ours = llmclient.load({"type": "openai-compatible", "model": "m", "base_url": base})
+
+        def our_call() -> str:
+            return ours.chat(MESSAGES, max_new_tokens=16).text
+
+        # "off" twice, around "imported": the spread of the two is the noise floor of this run
+        results["sync llmclient, tracing off"] = best_us(our_call, n, rounds)
+        import opentelemetry.trace  # noqa: F401 - imported, no provider: what a library user may have
+
+        results["sync llmclient, OpenTelemetry imported, no provider"] = best_us(our_call, n, rounds)
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())
+        results["sync llmclient, tracing on (SDK, spans recorded)"] = best_us(our_call, n, rounds)
+        ours.close()
+    return results
+
+
 def report(title: str, results: dict[str, float], unit: str, baselines: dict[str, str]) -> None:
     print(f"\n## {title}\n")
     print(f"| client | {unit} | ratio |")
@@ -314,8 +343,20 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and rounds (a smoke run)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="only the tracing case (needs opentelemetry-sdk)"
+    )
     args = parser.parse_args()
     n, rounds = (200, 2) if args.quick else (2000, 3)
+    if args.tracing:
+        off = "sync llmclient, tracing off"
+        report(
+            "Tracing, sequential requests, 0 ms server latency",
+            tracing(n, rounds),
+            "us/request",
+            {"sync": off},
+        )
+        return
     seq = sequential(n, rounds)
     report(
         "Sequential requests, 0 ms server latency",

@@ -22,7 +22,9 @@ from typing import Any, ClassVar, Literal, overload
 
 from typing_extensions import Self, Unpack
 
+from llmclient import tracing
 from llmclient._bridge import LoopThread, call_in_thread, iterate_in_thread
+from llmclient.cost import Prices, priced
 from llmclient.errors import BackendClosedError, InvalidRequestError, LLMClientError
 from llmclient.stream import AsyncChatStream, ChatStream
 from llmclient.types import (
@@ -57,6 +59,18 @@ class ChatBackend(ABC):
     """The registry name of this backend type, e.g. ``"openai-compatible"`` or ``"huggingface"``."""
     can_count_tokens: ClassVar[bool] = False
     """Whether :meth:`count_tokens` works (it needs the model's own tokenizer)."""
+    in_process: ClassVar[bool] = False
+    """Whether the model runs in this process: INTERNAL spans, not CLIENT (:mod:`llmclient.tracing`)."""
+
+    @property
+    def provider_name(self) -> str:
+        """``gen_ai.provider.name`` of its spans: the type name, or the remote provider's name."""
+        return self.type_name or type(self).__name__
+
+    @property
+    def prices(self) -> Prices | None:
+        """Per-token prices for ``usage.cost`` where the provider reports none; ``None`` by default."""
+        return None
 
     @property
     def context_window(self) -> int | None:
@@ -165,13 +179,15 @@ class ChatBackend(ABC):
         anything is sent, and the typed errors of :mod:`llmclient.errors` for what fails after.
         """
         request = self.prepare(messages, options)
-        started = time.perf_counter()
-        return _parsed(request, self._finish(self._chat(request), started))
+        with tracing.call(self, request) as call:
+            started = time.perf_counter()
+            return call.done(self._settle(request, self._finish(self._chat(request), started)))
 
     async def achat(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatResponse:
         """Async :meth:`chat`."""
         request = self.prepare(messages, options)
-        return _parsed(request, await self._timed_achat(request))
+        with tracing.call(self, request) as call:
+            return call.done(self._settle(request, await self._timed_achat(request)))
 
     def stream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> ChatStream:
         """Generate a reply piece by piece.
@@ -182,7 +198,7 @@ class ChatBackend(ABC):
         """
         request = self.prepare(messages, options)
         return ChatStream(
-            self._stream(request),
+            self._watched(request, self._stream(request), tracing.watched),
             model=self.model,
             backend=self.name,
             response_format=request.params.response_format,
@@ -192,7 +208,7 @@ class ChatBackend(ABC):
         """Async :meth:`stream`: use ``async for delta in backend.astream(...)``."""
         request = self.prepare(messages, options)
         return AsyncChatStream(
-            self._astream(request),
+            self._watched(request, self._astream(request), tracing.awatched),
             model=self.model,
             backend=self.name,
             response_format=request.params.response_format,
@@ -233,8 +249,9 @@ class ChatBackend(ABC):
         :class:`~llmclient.errors.LLMClientError` instead of the first failure raising.
         """
         requests = self._prepare_many(conversations, options)
-        results = self._chat_many(requests, _concurrency(concurrency))
-        return _settled(_parsed_all(requests, results), return_exceptions)
+        with tracing.Batch(self, requests) as batch:
+            results = self._chat_many(requests, _concurrency(concurrency))
+            return _settled(batch.done(self._settle_all(requests, results)), return_exceptions)
 
     @overload
     async def achat_many(
@@ -266,8 +283,9 @@ class ChatBackend(ABC):
     ) -> list[ChatResponse] | list[ChatResponse | LLMClientError]:
         """Async :meth:`chat_many`."""
         requests = self._prepare_many(conversations, options)
-        results = await self._achat_many(requests, _concurrency(concurrency))
-        return _settled(_parsed_all(requests, results), return_exceptions)
+        with tracing.Batch(self, requests) as batch:
+            results = await self._achat_many(requests, _concurrency(concurrency))
+            return _settled(batch.done(self._settle_all(requests, results)), return_exceptions)
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
         """What the model will be given for ``messages``: the exact prompt text for a local model,
@@ -344,28 +362,33 @@ class ChatBackend(ABC):
     def _finish(self, reply: ChatResponse, started: float) -> ChatResponse:
         return replace(reply, latency=time.perf_counter() - started, backend=self.name)
 
+    def _watched(self, request: ChatRequest, deltas: Any, watch: Any) -> Any:
+        """``deltas`` priced and traced by ``watch``, where there are prices or a tracer."""
+        prices = self.prices
+        return watch(deltas, self, request, prices) if prices is not None or tracing.enabled() else deltas
 
-def _parsed(request: ChatRequest, reply: ChatResponse) -> ChatResponse:
-    """``reply`` with ``parsed`` set when the request asked for a ``response_format``; a reply that
-    does not pass raises :class:`~llmclient.errors.StructuredOutputError`.
-    """
-    fmt = request.params.response_format
-    return reply if fmt is None else fmt.attach(reply)
+    def _settle(self, request: ChatRequest, reply: ChatResponse) -> ChatResponse:
+        """``reply`` priced (where the provider gave no cost), then with ``parsed`` set when the request
+        asked for a ``response_format``; a reply that does not pass raises
+        :class:`~llmclient.errors.StructuredOutputError`, carrying the priced reply.
+        """
+        reply = priced(reply, self.prices)
+        fmt = request.params.response_format
+        return reply if fmt is None else fmt.attach(reply)
 
-
-def _parsed_all(
-    requests: Sequence[ChatRequest], results: list[ChatResponse | LLMClientError]
-) -> list[ChatResponse | LLMClientError]:
-    """:func:`_parsed` for each item of a batch; an item that does not pass holds its error."""
-    out: list[ChatResponse | LLMClientError] = []
-    for request, result in zip(requests, results, strict=True):
-        if isinstance(result, ChatResponse):
-            try:
-                result = _parsed(request, result)
-            except LLMClientError as exc:
-                result = exc
-        out.append(result)
-    return out
+    def _settle_all(
+        self, requests: Sequence[ChatRequest], results: list[ChatResponse | LLMClientError]
+    ) -> list[ChatResponse | LLMClientError]:
+        """:meth:`_settle` for each item of a batch; an item that does not pass holds its error."""
+        out: list[ChatResponse | LLMClientError] = []
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, ChatResponse):
+                try:
+                    result = self._settle(request, result)
+                except LLMClientError as exc:
+                    result = exc
+            out.append(result)
+        return out
 
 
 def _settled(

@@ -13,7 +13,17 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "tokenizers", "accelerate", "openai", "httpx2", "aiohttp", "tenacity")
+HEAVY = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "openai",
+    "httpx2",
+    "aiohttp",
+    "tenacity",
+    "opentelemetry",  # tracing looks for a configured provider without importing it (llmclient.tracing)
+)
 
 
 def heavy_modules_after(code: str) -> list[str]:
@@ -40,6 +50,8 @@ def heavy_modules_after(code: str) -> list[str]:
         "import llmclient; llmclient.backend_types()",
         "import llmclient.config as c; c.resolve('openrouter:meta-llama/llama-3.1-8b-instruct')",
         "import llmclient; llmclient.GenerationParams.from_options({'temperature': 0})",
+        # a call with no tracer provider configured loads nothing of OpenTelemetry
+        "from llmclient.testing import FunctionBackend; FunctionBackend(lambda m, p: 'hi').chat('x')",
     ],
 )
 def test_nothing_heavy_is_imported(code: str) -> None:
