@@ -1,7 +1,9 @@
 """The ``llmclient`` command: run a dataset through a backend, chat, render prompts, list backends.
 
 Exit codes: 0 when everything asked for was done, 1 when some rows failed (or a check failed),
-2 for bad usage or configuration, with a message that says what to fix.
+2 for bad usage or configuration, with a message that says what to fix, 3 when ``run`` stopped
+before the end of its input because ``--max-cost`` was reached (finished rows are saved; rerun with
+a higher ``--max-cost`` to continue).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.structured import Choice, OutputFormat, output_format
 from llmclient.types import Message
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -123,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="retry rows that failed in an earlier run")
     run.add_argument("--dry-run", action="store_true", help="render prompts and count tokens; call no model")
     run.add_argument("--limit", type=int, help="only the first N rows")
+    run.add_argument(
+        "--max-cost",
+        type=float,
+        help="start no more rows once the run's cost would pass this (exit code 3; rerun to continue)",
+    )
     run.add_argument("--fsync", action="store_true", help="fsync each result line (survives power loss)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     run.add_argument(
@@ -284,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         fsync=args.fsync,
         nulls=args.nulls,
+        max_cost=args.max_cost,
     )
     summary = run_with(resolve(args.backend, config_path=args.config), args.input, options)
     print(summary)
@@ -293,8 +301,10 @@ def _run(args: argparse.Namespace) -> int:
             f"rerun with --retry-failed to try them again",
             file=sys.stderr,
         )
-        return EXIT_FAILED
-    return EXIT_OK
+    if summary.stopped:
+        print(f"llmclient: stopped before the end of the input: {summary.stopped}", file=sys.stderr)
+        return EXIT_BUDGET
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _prompt(args: argparse.Namespace) -> list[Message]:

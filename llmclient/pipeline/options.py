@@ -67,6 +67,9 @@ class RunOptions:
     """Flush each result line to disk, so it survives a power loss (a disk flush per row)."""
     nulls: Nulls = "error"
     """A null field the template prints fails its row (``"error"``), or renders as ``""`` (``"empty"``)."""
+    max_cost: float | None = None
+    """Start no more rows once the run's cost would pass this (in the provider's unit, as
+    ``usage.cost``); rows in flight finish and are written, and a rerun continues. ``None``: no limit."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -78,6 +81,13 @@ class RunOptions:
             raise InvalidRequestError(
                 f"requests_per_minute (--rpm) must be a number above 0, got {rpm!r}; "
                 f"leave it out for no limit"
+            )
+        cap = self.max_cost
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap <= 0
+        ):
+            raise InvalidRequestError(
+                f"max_cost (--max-cost) must be a number above 0, got {cap!r}; leave it out for no limit"
             )
         if isinstance(self.few_shot, (str, bytes, Mapping)):
             raise InvalidRequestError(

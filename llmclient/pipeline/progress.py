@@ -26,6 +26,10 @@ class RunSummary:
         latencies: seconds each answered row took.
         over_window: rows whose prompt does not fit the context window (dry runs, where countable).
         dry_run: whether no model was called.
+        cost: what this run's replies cost (``usage.cost`` summed, ok and failed rows alike).
+        priced: replies whose cost was known; the cost is shown only when some were.
+        stopped: why the run started no more rows before the end of its input (``max_cost``
+            reached); ``None`` when it ran to the end.
     """
 
     output: Path
@@ -40,6 +44,9 @@ class RunSummary:
     latencies: list[float] = field(default_factory=list, repr=False)
     over_window: int = 0
     dry_run: bool = False
+    cost: float = 0.0
+    priced: int = 0
+    stopped: str | None = None
 
     def percentile(self, fraction: float) -> float | None:
         """The latency below which ``fraction`` of answered rows fall, or None with no rows."""
@@ -62,8 +69,12 @@ class RunSummary:
             f"{self.done} done, {self.failed} failed, {self.skipped} skipped"
             + (f", {self.duplicates} duplicate" if self.duplicates else "")
             + f" of {self.total} rows in {self.wall_time:.1f}s; tokens in {self.prompt_tokens}, "
-            f"out {self.completion_tokens}; {latency}; results in {self.output}"
+            f"out {self.completion_tokens}{self._cost()}; {latency}; results in {self.output}"
+            + (f"; stopped early: {self.stopped}" if self.stopped else "")
         )
+
+    def _cost(self) -> str:
+        return f"; cost {self.cost:.6g}" if self.priced else ""
 
 
 class Progress:
@@ -99,7 +110,7 @@ class Progress:
             eta = f" | ETA {_clock(remaining)}"
         self._stream.write(
             f"\r{finished + s.skipped}{total} rows | {rate:.1f} rows/s | {tokens:.0f} tok/s{eta} | "
-            f"errors {s.failed}  "
+            f"errors {s.failed}{s._cost().replace(';', ' |')}  "
         )
         self._stream.flush()
 

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from llmclient import tracing
 from llmclient.backend import ChatBackend
 from llmclient.config import BackendConfig
 from llmclient.errors import InvalidRequestError, LLMClientError, StructuredOutputError
+from llmclient.pipeline.budget import Budget
 from llmclient.pipeline.keys import run_fingerprint
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.output import OutputLock, ResultsWriteError, check_writable
@@ -22,7 +24,7 @@ from llmclient.pipeline.prompt import Nulls
 from llmclient.pipeline.results import Finished, ResultsFile, parsed_json
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
 from llmclient.retry import RequestRate, retries_paced_by
-from llmclient.types import ChatResponse, Message, MessageLike
+from llmclient.types import ChatResponse, Message, MessageLike, Usage
 
 BackendSpec = ChatBackend | str | Mapping[str, Any] | BackendConfig
 """A backend, or anything :func:`llmclient.load` takes."""
@@ -61,6 +63,7 @@ class _Run:
         """Finished rows whose line could not be written."""
         self.crash: BaseException | None = None
         """An exception that escaped a row's task (a bug, never a row's own failure): stops the run."""
+        self.budget = Budget(options.max_cost)
 
     def record(self, row_id: Any, key: str, row: Mapping[str, Any]) -> dict[str, Any]:
         keep = self.options.keep_fields
@@ -99,6 +102,7 @@ class _Run:
                 "error": None,
             }
         )
+        self.charge(usage)
         if not saved:
             return
         self.summary.done += 1
@@ -136,6 +140,12 @@ class _Run:
             }
         )
         self.summary.failed += saved
+        self.charge(paid.usage if paid is not None else None)
+
+    def charge(self, usage: Usage | None) -> None:
+        """Add a paid reply's cost to the run's total (the summary, the bar, the budget)."""
+        self.budget.charge(usage)
+        self.summary.cost, self.summary.priced = self.budget.spent, self.budget.priced
 
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: RequestRate) -> None:
         await rate.wait()
@@ -193,6 +203,7 @@ async def arun(
     progress: bool | None = None,
     fsync: bool = False,
     nulls: Nulls = "error",
+    max_cost: float | None = None,
 ) -> RunSummary:
     """Run ``template`` over every row of ``rows`` on ``backend`` and append the replies to ``output``.
 
@@ -204,7 +215,9 @@ async def arun(
     when stderr is a terminal). ``response_format`` (or ``choices=[...]``, short for
     ``response_format=Choice([...])``) asks every reply for structured output: each ok line gets its
     checked value as ``parsed``, and a reply that does not pass is a failed row that keeps its raw
-    text. Every option is described on :class:`RunOptions`. Returns a :class:`RunSummary`; failed
+    text. ``max_cost`` starts no more rows once the run's cost (``usage.cost``) would pass it: rows
+    in flight finish and are written, ``summary.stopped`` says why, and a rerun continues. Every
+    option is described on :class:`RunOptions`. Returns a :class:`RunSummary`; failed
     rows do not raise, their errors are in the results file.
 
     Before the first request the output is checked writable and locked against a second run
@@ -229,6 +242,7 @@ async def arun(
         progress=progress,
         fsync=fsync,
         nulls=nulls,
+        max_cost=max_cost,
     )
     return await arun_with(backend, rows, options)
 
@@ -284,12 +298,14 @@ async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -
         if bar.enabled:
             bar.expected = count_rows(rows)
         run = _Run(backend, options, results, summary, bar)
-        try:
-            await _rows(run, source, finished)
-        finally:
-            results.close()
-            summary.wall_time = time.perf_counter() - started
-            bar.close()
+        with tracing.RunSpan() as span:  # each row's call is a child of the run's span
+            try:
+                await _rows(run, source, finished)
+            finally:
+                results.close()
+                summary.wall_time = time.perf_counter() - started
+                bar.close()
+                span.set(_span_attributes(summary))
     if run.write_failure is not None:
         raise ResultsWriteError(results.path, run.write_failure, run.unsaved) from run.write_failure
     if run.crash is not None:
@@ -318,7 +334,11 @@ async def _rows(run: _Run, source: Iterable[dict[str, Any]], finished: Finished)
                 run.count(messages, window)
                 continue
             await gate.acquire()
-            if run.stopped():
+            summary.stopped = run.budget.stop_reason(len(in_flight))
+            if run.stopped() or summary.stopped:
+                gate.release()
+                if summary.stopped:  # this row and the rest are not started: a rerun sends them
+                    logger.warning("stopping: %s", summary.stopped)
                 break
             task = asyncio.ensure_future(run.answer(base, messages, rate))
             task.add_done_callback(in_flight.discard)
@@ -336,3 +356,15 @@ async def _rows(run: _Run, source: Iterable[dict[str, Any]], finished: Finished)
             task.cancel()
         if in_flight:
             await asyncio.wait(list(in_flight))
+
+
+def _span_attributes(summary: RunSummary) -> dict[str, Any]:
+    """The run's span attributes: rows read, answered, failed, skipped, and the cost where known."""
+    return {
+        "llmclient.run.rows": summary.total,
+        "llmclient.run.done": summary.done,
+        "llmclient.run.failed": summary.failed,
+        "llmclient.run.skipped": summary.skipped,
+        "llmclient.run.cost": summary.cost if summary.priced else None,
+        "llmclient.run.stopped": summary.stopped,
+    }
