@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 
 from llmclient.backend import ChatBackend, Messages
+from llmclient.cost import Prices
 from llmclient.errors import InvalidRequestError, LLMClientError
 from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta
 
@@ -104,6 +105,16 @@ class WrapperBackend(ChatBackend):
     async def _aclose(self) -> None:
         if self._inner is not None:
             await self._inner.aclose()
+
+    @property
+    def prices(self) -> Prices | None:
+        """The inner backend's prices, once it is built."""
+        return self._inner.prices if self._inner is not None else None
+
+    @property
+    def provider_name(self) -> str:
+        """The inner backend's provider, once it is built; else this backend's own name."""
+        return self._inner.provider_name if self._inner is not None else super().provider_name
 
     @property
     def credentials(self) -> tuple[str, ...]:

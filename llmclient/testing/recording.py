@@ -22,6 +22,7 @@ from typing import Any
 
 from llmclient import __version__
 from llmclient.backend import ChatBackend
+from llmclient.cost import priced, priced_usage
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.testing.cassettes.chat import Cassette
 from llmclient.testing.cassettes.entries import (
@@ -120,6 +121,10 @@ class RecordingBackend(CassetteBackend):
         error: InvalidRequestError | None = None,
     ) -> None:
         inner = self.inner()
+        if reply is not None:  # what the reply cost, by the inner backend's prices, is recorded with it
+            reply = priced(reply, inner.prices)
+        if deltas is not None:
+            deltas = [replace(d, usage=priced_usage(d.usage, inner.prices)) if d.usage else d for d in deltas]
         self.cassette.record(
             Interaction(
                 request=normalise_request(

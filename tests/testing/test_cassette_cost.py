@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from llmclient.backends.openai import OpenAICompatibleBackend
@@ -44,11 +43,6 @@ def test_cost_round_trips_through_a_cassette(tmp_path: Path) -> None:
     assert again.usage is not None and again.usage.cost_source == "provider"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RecordingBackend records the inner hook's reply, priced only by the public method: "
-    "WrapperBackend must forward the inner backend's prices (lead's part, see the issue 16 report)",
-)
 def test_config_priced_replies_replay_with_their_cost(tmp_path: Path) -> None:
     path = tmp_path / "priced.yaml"
     prices = {"input_per_million": 1.0, "output_per_million": 1.0}
