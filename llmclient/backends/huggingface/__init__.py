@@ -10,7 +10,8 @@ GGUF weights once, ``smollm2`` resolves the built-in alias); ``engine`` holds th
 everything that runs on it; ``prompting`` renders chat templates and fits the window;
 ``generation`` runs one batched ``generate``; ``scheduler`` is the one way into the one worker
 thread that runs the model, where calls that wait at the same time are batched; ``streaming``
-decodes a stream's tokens into text.
+decodes a stream's tokens into text; ``grammars`` compiles a ``response_format`` for llguidance and
+``constrained`` masks each constrained row of a batch to its grammar.
 """
 
 from __future__ import annotations

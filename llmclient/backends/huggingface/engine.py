@@ -71,9 +71,13 @@ class Engine:
         return self.generator.tokenizer
 
     def job(self, request: ChatRequest, *, max_rows: int = 1 << 30) -> Job:
-        """Turn a checked request into a job: prompt fitted to the window, parameters resolved."""
+        """Turn a checked request into a job: prompt fitted to the window, parameters resolved, the
+        ``response_format`` compiled (or refused with :class:`UnsupportedFeatureError`) before anything
+        is generated.
+        """
         params = request.params
         check_extra(params.extra)
+        fmt = params.response_format
         max_new_tokens = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         prompt = self.fit(request, max_new_tokens)
         return Job(
@@ -83,6 +87,7 @@ class Engine:
             sampling=resolve_sampling(params, self.model.generation_config),
             extra=params.extra,
             max_rows=max_rows,
+            grammar=None if fmt is None else self.generator.grammars.compile(fmt),
         )
 
     def fit(self, request: ChatRequest, max_new_tokens: int) -> Prompt:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from llmclient.backends.huggingface.constrained import GrammarMask, Grammars
+from llmclient.backends.huggingface.grammars import Grammar
 from llmclient.backends.huggingface.prompting import Prompt
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError, ProviderError
 from llmclient.types import GenerationParams
@@ -43,7 +45,7 @@ RESERVED_EXTRA = frozenset(
 )
 """``generate`` arguments llmclient sets itself; ``extra`` may not override them."""
 
-Ending = Literal["eos", "stop", "length"]
+Ending = Literal["eos", "stop", "grammar", "length"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class Job:
         extra: more ``generate`` keyword arguments.
         max_rows: the most rows a batch holding this job may have.
         cancel: set to stop this row (a closed stream, a cancelled task).
+        grammar: the compiled ``response_format`` the reply is constrained to, or ``None``; rows
+            with different grammars, or none, share a batch.
     """
 
     prompt: Prompt
@@ -109,6 +113,7 @@ class Job:
     extra: Mapping[str, Any] = field(default_factory=dict)
     max_rows: int = 1 << 30
     cancel: threading.Event = field(default_factory=threading.Event)
+    grammar: Grammar | None = None
 
     @property
     def batch_key(self) -> tuple[Any, ...]:
@@ -148,14 +153,19 @@ class RowTracker(StoppingCriteria):
     """A stopping criterion that ends each row on its own terms and records what ended it.
 
     ``generate`` calls it after each step with the sequences so far. A row ends at an end-of-sequence
-    id, a completed stop string, its own ``max_new_tokens`` (rows of one batch may differ) or its
-    cancel flag. ``ends[i]`` is the number of new tokens row ``i`` kept, ``endings[i]`` why.
+    id, a completed stop string, a completed grammar, its own ``max_new_tokens`` (rows of one batch
+    may differ) or its cancel flag. ``ends[i]`` is the number of new tokens row ``i`` kept,
+    ``endings[i]`` why. With a ``grammar`` mask, each constrained row's matcher is fed the token the
+    row got here, once per step and never after the row ended (later tokens are padding).
     """
 
-    def __init__(self, jobs: Sequence[Job], eos_ids: frozenset[int], tokenizer: Any) -> None:
+    def __init__(
+        self, jobs: Sequence[Job], eos_ids: frozenset[int], tokenizer: Any, grammar: GrammarMask | None = None
+    ) -> None:
         self._jobs = jobs
         self._eos_ids = eos_ids
         self._tokenizer = tokenizer
+        self._grammar = grammar
         self._offset: int | None = None
         self._tokens: list[list[int]] = [[] for _ in jobs]
         self._windows = [4 * max(map(len, job.stop)) + 4 if job.stop else 0 for job in jobs]
@@ -187,11 +197,15 @@ class RowTracker(StoppingCriteria):
             ending = "eos"
         elif job.stop and self._stop_completed(row, token, job.stop):
             ending = "stop"
+        elif self._grammar is not None and self._grammar.advance(row, token):
+            ending = "grammar"
         elif step >= job.max_new_tokens or job.cancel.is_set():
             ending = "length"
         if ending is not None:
             self.ends[row] = step
             self.endings[row] = ending
+            if self._grammar is not None:
+                self._grammar.release(row)
 
     def _stop_completed(self, row: int, token: int, stops: tuple[str, ...]) -> bool:
         tokens = self._tokens[row]
@@ -216,6 +230,7 @@ class Generator:
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.grammars = Grammars(tokenizer)
         self.lock = threading.RLock()
 
     def run(self, jobs: Sequence[Job], streamer: Any = None) -> list[Outcome]:
@@ -229,7 +244,6 @@ class Generator:
             length = len(job.prompt.ids)
             input_ids[row, width - length :] = torch.tensor(job.prompt.ids, dtype=torch.long)
             attention_mask[row, width - length :] = 1
-        tracker = RowTracker(jobs, eos_ids, self.tokenizer)
         max_new_tokens = max(job.max_new_tokens for job in jobs)
         kwargs: dict[str, Any] = {
             **jobs[0].extra,
@@ -237,11 +251,17 @@ class Generator:
             "max_new_tokens": max_new_tokens,
             "pad_token_id": pad_id,
             "eos_token_id": sorted(eos_ids) or None,
-            "stopping_criteria": StoppingCriteriaList([tracker]),
         }
         if streamer is not None:
             kwargs["streamer"] = streamer
         with self.lock:
+            mask = self._mask(jobs, eos_ids)
+            tracker = RowTracker(jobs, eos_ids, self.tokenizer, mask)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([tracker])
+            if mask is not None:
+                kwargs["logits_processor"] = LogitsProcessorList(
+                    [*(kwargs.get("logits_processor") or ()), mask]
+                )
             device = self.model.device
             try:
                 with _seeded(jobs[0].sampling.seed, device):
@@ -258,10 +278,16 @@ class Generator:
             for row, job in enumerate(jobs)
         ]
 
+    def _mask(self, jobs: Sequence[Job], eos_ids: frozenset[int]) -> GrammarMask | None:
+        """The grammar mask of a batch with constrained rows; ``None`` (no processor) without."""
+        if all(job.grammar is None for job in jobs):
+            return None
+        return self.grammars.mask([job.grammar for job in jobs], eos_ids)
+
     def _outcome(self, job: Job, tokens: list[int], end: int | None, ending: Ending | None) -> Outcome:
         kept = tokens[:end] if end is not None else tokens
         text, stopped = self.final_text(kept[:-1] if ending == "eos" else kept, job.stop)
-        finish: Literal["stop", "length"] = "stop" if stopped or ending == "eos" else "length"
+        finish: Literal["stop", "length"] = "stop" if stopped or ending in ("eos", "grammar") else "length"
         return Outcome(text=text, token_ids=kept, finish_reason=finish, prompt_tokens=len(job.prompt.ids))
 
     def final_text(self, tokens: list[int], stops: Sequence[str]) -> tuple[str, bool]:

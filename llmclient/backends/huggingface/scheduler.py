@@ -340,7 +340,8 @@ def plan_batches(jobs: Sequence[Job], *, token_budget: int, max_rows: int) -> li
 
     A batch holds at most ``max_rows`` jobs (and no more than any of its jobs' own ``max_rows``), and
     rows x (longest prompt + most new tokens) stays within ``token_budget``. A job that alone exceeds
-    the budget still runs, alone.
+    the budget still runs, alone. A ``response_format`` never splits a batch: each row keeps its own
+    grammar (or none) inside the shared ``generate`` call.
     """
     groups: dict[tuple[Any, ...], list[Job]] = {}
     for job in jobs:
