@@ -1,7 +1,7 @@
 """A pipeline test recorded once against the local SmolLM2 model, replayed ever after with no model.
 
-The code under test is the example pipeline (``analyse_orders.py``'s template over the restaurant
-orders, through ``llmclient.pipeline``) plus a streamed chat. Its replies come from a cassette,
+The code under test is the example pipeline (``extract_orders.py``'s template and schema over the
+restaurant orders, through ``llmclient.pipeline``) plus a streamed chat. Its replies come from a cassette,
 examples/cassettes/test_recorded_pipeline/<test>.yaml: replayed by default with no torch, no model,
 no network and no key, so the test runs the same on a laptop and in CI.
 
@@ -24,20 +24,31 @@ from llmclient import pipeline
 from llmclient.testing import CassetteSession
 
 HERE = Path(__file__).resolve().parent
-SYSTEM = "You are a restaurant quality analyst. Answer briefly."
+SYSTEM = "You read restaurant reviews and fill in a form about each, as JSON."
+ORDER = {
+    "type": "object",
+    "properties": {
+        "dish": {"type": "string"},
+        "sentiment": {"enum": ["positive", "negative", "mixed"]},
+        "late": {"type": "boolean"},
+        "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["dish", "sentiment", "late", "rating"],
+}
 
 
-def analyse(backend: llmclient.ChatBackend, orders: Path, output: Path) -> list[dict[str, object]]:
-    """The pipeline under test: one short analysis per order, written to ``output`` as JSON Lines."""
+def extract(backend: llmclient.ChatBackend, orders: Path, output: Path) -> list[dict[str, object]]:
+    """The pipeline under test: the fields of each order, as checked JSON, written to ``output``."""
     pipeline.run(
         backend,
         orders,
-        template=(HERE / "order_analysis.j2").read_text(),
+        template=(HERE / "order_extraction.j2").read_text(),
         system=SYSTEM,
         output=output,
         id_field="order_id",
         keep_fields=["comment"],
-        params={"max_new_tokens": 48, "temperature": 0},
+        response_format=ORDER,
+        params={"max_new_tokens": 80, "temperature": 0},
         progress=False,
     )
     return [json.loads(line) for line in output.read_text().splitlines()]
@@ -57,23 +68,24 @@ def orders(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.llm_cassette("analyse_orders")
-def test_every_order_gets_an_analysis(backend: llmclient.ChatBackend, orders: Path, tmp_path: Path) -> None:
-    results = analyse(backend, orders, tmp_path / "results.jsonl")
+@pytest.mark.llm_cassette("extract_orders")
+def test_every_order_gets_its_fields(backend: llmclient.ChatBackend, orders: Path, tmp_path: Path) -> None:
+    results = extract(backend, orders, tmp_path / "results.jsonl")
     assert sorted(r["row_id"] for r in results) == ["o01", "o02", "o03"]
     for result in results:
         assert result["status"] == "ok"
         assert result["model"] == "smollm2"
-        assert "customer" in str(result["text"]).lower()
+        parsed = result["parsed"]
+        assert isinstance(parsed, dict) and set(parsed) == {"dish", "sentiment", "late", "rating"}
 
 
-@pytest.mark.llm_cassette("analyse_orders")
+@pytest.mark.llm_cassette("extract_orders")
 def test_a_rerun_replays_nothing_and_skips_every_order(
     backend: llmclient.ChatBackend, orders: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "results.jsonl"
-    analyse(backend, orders, output)
-    assert len(analyse(backend, orders, output)) == 3  # nothing appended: the rows were done
+    extract(backend, orders, output)
+    assert len(extract(backend, orders, output)) == 3  # nothing appended: the rows were done
 
 
 @pytest.mark.llm_cassette("capital")

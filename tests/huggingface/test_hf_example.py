@@ -37,14 +37,14 @@ def test_the_local_chat_example_runs(smollm2_backend: object) -> None:
 
 def test_the_readme_main_job_runs_offline_and_resumes(smollm2_backend: object, tmp_path: Path) -> None:
     # the README's main job, in a copy of examples/ so the results land in tmp_path
-    for name in ("analyse_orders.py", "llmclient.toml", "orders.jsonl", "order_analysis.j2"):
+    for name in ("extract_orders.py", "llmclient.toml", "orders.jsonl", "order_extraction.j2"):
         shutil.copy(ROOT / "examples" / name, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if k not in ("LLMCLIENT_BACKEND", "LLMCLIENT_CONFIG")}
     env["HF_HUB_OFFLINE"] = "1"
 
     def run() -> str:
         return subprocess.run(
-            [sys.executable, str(tmp_path / "analyse_orders.py")],
+            [sys.executable, str(tmp_path / "extract_orders.py")],
             capture_output=True,
             text=True,
             timeout=300,
@@ -55,5 +55,10 @@ def test_the_readme_main_job_runs_offline_and_resumes(smollm2_backend: object, t
     assert "20 done, 0 failed, 0 skipped of 20 rows" in run()
     results = [json.loads(line) for line in (tmp_path / "results-local.jsonl").read_text().splitlines()]
     assert sorted(r["row_id"] for r in results) == [f"o{i:02d}" for i in range(1, 21)]
-    assert all(r["status"] == "ok" and r["text"].strip() and r["model"] == "smollm2" for r in results)
+    assert all(r["status"] == "ok" and r["model"] == "smollm2" for r in results)
+    for result in results:  # constrained decoding: every row parses as the example's Order model
+        order = result["parsed"]
+        assert set(order) == {"dish", "sentiment", "late", "rating"}, result
+        assert order["sentiment"] in ("positive", "negative", "mixed") and 1 <= order["rating"] <= 5
+        assert isinstance(order["late"], bool) and order["dish"].strip()
     assert "0 done, 0 failed, 20 skipped of 20 rows" in run()
