@@ -25,6 +25,7 @@ from llmclient._settings import read_settings
 from llmclient.backend import ChatBackend, Messages
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
 from llmclient.config import BackendConfig
+from llmclient.cost import Prices
 from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
 
@@ -54,6 +55,7 @@ class HuggingFaceBackend(ChatBackend):
 
     type_name = "huggingface"
     can_count_tokens = True
+    in_process = True
 
     def __init__(
         self,
@@ -113,6 +115,11 @@ class HuggingFaceBackend(ChatBackend):
     def tokenizer(self) -> Any:
         """The model's tokenizer, loading it if needed."""
         return self._ensure().tokenizer
+
+    @property
+    def prices(self) -> Prices | None:
+        """The ``prices`` setting, where both prices are set."""
+        return self.settings.prices if self.settings.prices.known else None
 
     @property
     def context_window(self) -> int | None:

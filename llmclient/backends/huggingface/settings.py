@@ -6,10 +6,11 @@ Kept apart from the backend so that reading and checking a configuration imports
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from llmclient._settings import Settings
+from llmclient.cost import Prices
 
 DEFAULT_MAX_NEW_TOKENS = 256
 """Tokens generated when neither the call nor the backend's ``defaults`` set ``max_new_tokens``."""
@@ -63,6 +64,10 @@ class HuggingFaceSettings(Settings):
     """Most conversations in one batched ``generate``."""
     load: Literal["lazy", "eager"] = "lazy"
     """``lazy`` loads the model on the first call; ``eager`` when the backend is built."""
+    prices: Prices = field(default_factory=Prices)
+    """Per-token prices, ``{ input_per_million = 0.02, output_per_million = 0.02 }`` (what your GPU
+    hours cost you, say): each reply's ``usage.cost`` is priced by them; unset, a local reply costs
+    ``None``."""
 
     def problems(self) -> Iterator[tuple[str, str, str]]:
         """A dtype that names no dtype, and sizes below 1."""
