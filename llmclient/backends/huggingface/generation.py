@@ -21,6 +21,7 @@ from llmclient.backends.huggingface.constrained import GrammarMask, Grammars
 from llmclient.backends.huggingface.grammars import Grammar
 from llmclient.backends.huggingface.prompting import Prompt
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError, ProviderError
+from llmclient.stops import find_stop
 from llmclient.types import GenerationParams
 
 RESERVED_EXTRA = frozenset(
@@ -141,12 +142,6 @@ class Outcome:
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
-
-
-def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
-    """Where the earliest stop string begins in ``text`` (searching from ``start``), or ``None``."""
-    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(found) if found else None
 
 
 class RowTracker(StoppingCriteria):

@@ -18,7 +18,8 @@ import logging
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from llmclient.backends.huggingface.generation import Job, Outcome, find_stop
+from llmclient.backends.huggingface.generation import Job, Outcome
+from llmclient.stops import find_stop, held_back
 from llmclient.types import StreamDelta, Usage
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class StreamText:
             if cut is not None:
                 limit, self._stopped = cut, True
             else:
-                limit -= _held_back(self._text, self._stops)
+                limit -= held_back(self._text, self._stops)
         piece = self._text[self._sent : limit]
         self._sent = max(self._sent, limit)
         return piece
@@ -122,14 +123,3 @@ async def astream(engine: Engine, job: Job, model_name: str) -> AsyncGenerator[S
         yield text.last(await handle, model_name)
     finally:
         await handle.aclose()
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of ``text`` that is the start of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest

@@ -30,7 +30,6 @@ from llmclient.backends.openai.limits import AttemptLimits, within
 from llmclient.backends.openai.providers import PROVIDERS, Provider, provider_named
 from llmclient.backends.openai.schemas import StrictFormat
 from llmclient.backends.openai.settings import OpenAICompatibleSettings, with_retry_table
-from llmclient.backends.openai.stops import StopCutter, find_stop
 from llmclient.backends.openai.transport import (
     AiohttpTransport,
     ClientTransport,
@@ -43,6 +42,7 @@ from llmclient.config import BackendConfig
 from llmclient.cost import Prices
 from llmclient.errors import BackendClosedError, LLMClientError
 from llmclient.retry import BackoffGate
+from llmclient.stops import StopCutter, find_stop
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
 logger = logging.getLogger("llmclient")

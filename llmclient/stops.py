@@ -1,9 +1,10 @@
-"""Stop strings the server left in the reply, cut out as the OpenAI contract says.
+"""Stop strings: where one begins, and how much of a stream's tail could still become one.
 
-The text of a reply excludes the stop sequence that ended it. Some servers return it anyway
-(``transformers serve`` halts after the token that completes it; LiteLLM forwards that), so the
-backend cuts the reply at the first stop string, and in streams holds back the end of the text
-that could still become one, as the local streamer does. On a server that trims, nothing changes.
+The text of a reply excludes the stop sequence that ended it, on every backend. The local backend
+finds stop strings in what it decodes; some servers return them anyway (``transformers serve``
+halts after the token that completes one; LiteLLM forwards that), so the remote backend cuts the
+reply at the first stop string too. Streams hold back the end of the text that could still become
+one. Pure functions over strings, shared by both backends.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import replace
 from llmclient.types import StreamDelta
 
 
-def find_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Where the earliest stop string begins in ``text``, or ``None``."""
-    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
+    """Where the earliest stop string begins in ``text`` (searching from ``start``), or ``None``."""
+    found = [i for i in (text.find(s, start) for s in stops if s) if i >= 0]
     return min(found) if found else None
 
 
