@@ -33,9 +33,11 @@ from llmclient.errors import (
     TimeoutError,
     UnsupportedFeatureError,
 )
+from llmclient.logprobs import CandidateScore, TokenLogprob
 from llmclient.registry import backend_types, register
 from llmclient.stream import AsyncChatStream, ChatStream
 from llmclient.structured import JSON, Choice, OutputFormat, Regex
+from llmclient.tools import Tool, ToolCall, ToolCallError, ToolRun, arun_tools, run_tools, tool_result
 from llmclient.types import (
     ChatRequest,
     ChatResponse,
@@ -59,6 +61,7 @@ __all__ = [
     "BackendClosedError",
     "BackendConfig",
     "BackendUnavailableError",
+    "CandidateScore",
     "CassetteError",
     "ChatBackend",
     "ChatRequest",
@@ -87,11 +90,19 @@ __all__ = [
     "StreamDelta",
     "StructuredOutputError",
     "TimeoutError",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallError",
+    "ToolRun",
     "UnsupportedFeatureError",
     "Usage",
     "WrapperBackend",
     "__version__",
+    "arun_tools",
     "backend_types",
     "load",
     "register",
+    "run_tools",
+    "tool_result",
 ]

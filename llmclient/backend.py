@@ -2,7 +2,8 @@
 
 A backend implements a small contract: ``_chat`` (required), and where it can do better than the
 defaults, ``_achat``, ``_stream``, ``_astream``, ``_achat_many``, ``_chat_many``, ``_close`` and
-``_aclose``. It
+``_aclose``; a backend that can score candidates implements the hooks of
+:class:`~llmclient.scoring.Scoring` (``_score`` and its async and batch forms), its base class. It
 declares what it can do as attributes (``can_count_tokens``, ``context_window``). Everything public
 (validation, parameter defaults, timing, sync/async bridging, ``chat_many`` ordering and
 ``return_exceptions``) is written once here. :class:`~llmclient.wrapper.WrapperBackend` is the base
@@ -26,23 +27,22 @@ from llmclient import tracing
 from llmclient._bridge import LoopThread, call_in_thread, iterate_in_thread
 from llmclient.cost import Prices, priced
 from llmclient.errors import BackendClosedError, InvalidRequestError, LLMClientError
+from llmclient.scoring import Scoring
 from llmclient.stream import AsyncChatStream, ChatStream
+from llmclient.tools.calls import checked_calls
 from llmclient.types import (
     ChatRequest,
     ChatResponse,
     GenerationOptions,
     GenerationParams,
     Message,
-    MessageLike,
     StreamDelta,
     to_messages,
 )
-
-Messages = str | Iterable[MessageLike]
-"""A conversation: a list of messages (dicts or :class:`Message`), or one user prompt as a string."""
+from llmclient.types import Messages as Messages  # re-exported: where the alias was first defined
 
 
-class ChatBackend(ABC):
+class ChatBackend(Scoring, ABC):
     """Generate chat replies from one model, locally or over the network.
 
     Every method takes the same generation keyword arguments (:class:`GenerationOptions`); values not
@@ -163,7 +163,7 @@ class ChatBackend(ABC):
         """
         return self._loop_thread.run(self._achat_many(requests, concurrency))
 
-    def _close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
+    def _close(self) -> None:  # an optional hook: most backends hold nothing
         """Release what the backend holds (models, connections). Safe to call twice."""
 
     async def _aclose(self) -> None:
@@ -202,6 +202,7 @@ class ChatBackend(ABC):
             model=self.model,
             backend=self.name,
             response_format=request.params.response_format,
+            settle=lambda reply: checked_calls(reply, request),
         )
 
     def astream(self, messages: Messages, **options: Unpack[GenerationOptions]) -> AsyncChatStream:
@@ -212,6 +213,7 @@ class ChatBackend(ABC):
             model=self.model,
             backend=self.name,
             response_format=request.params.response_format,
+            settle=lambda reply: checked_calls(reply, request),
         )
 
     @overload
@@ -368,11 +370,15 @@ class ChatBackend(ABC):
         return watch(deltas, self, request, prices) if prices is not None or tracing.enabled() else deltas
 
     def _settle(self, request: ChatRequest, reply: ChatResponse) -> ChatResponse:
-        """``reply`` priced (where the provider gave no cost), then with ``parsed`` set when the request
-        asked for a ``response_format``; a reply that does not pass raises
-        :class:`~llmclient.errors.StructuredOutputError`, carrying the priced reply.
+        """``reply`` priced (where the provider gave no cost), its tool calls made whole and checked
+        against the tools offered (:func:`~llmclient.tools.calls.checked_calls`), then with ``parsed``
+        set when the request asked for a ``response_format`` and the model answered in text; a reply
+        that does not pass raises :class:`~llmclient.errors.StructuredOutputError` (a
+        :class:`~llmclient.tools.ToolCallError` for calls), carrying the priced reply.
         """
         reply = priced(reply, self.prices)
+        if reply.tool_calls:
+            return checked_calls(reply, request)
         fmt = request.params.response_format
         return reply if fmt is None else fmt.attach(reply)
 
@@ -391,10 +397,10 @@ class ChatBackend(ABC):
         return out
 
 
-def _settled(
-    results: list[ChatResponse | LLMClientError], return_exceptions: bool
-) -> list[ChatResponse | LLMClientError]:
-    """``results`` as ``chat_many`` returns them: as they are, or the first failure raised."""
+def _settled(results: list[Any], return_exceptions: bool) -> list[Any]:
+    """``results`` as ``chat_many`` (and ``score_many``) return them: as they are, or the first
+    failure raised.
+    """
     if not return_exceptions:
         failed = next((r for r in results if isinstance(r, LLMClientError)), None)
         if failed is not None:

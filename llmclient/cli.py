@@ -20,7 +20,9 @@ from typing import Any, cast
 from llmclient.backend import ChatBackend
 from llmclient.config import CONFIG_ENV, ConfigFile, find_config_file, load, resolve
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
+from llmclient.logprobs import best, check_candidates
 from llmclient.structured import Choice, OutputFormat, output_format
+from llmclient.tools.calls import shown_call
 from llmclient.types import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
@@ -82,7 +84,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     structured.add_argument(
         "--choices",
         metavar="A,B,C",
-        help="comma-separated options; every reply must be exactly one of them",
+        help="comma-separated labels: score each one as the reply and pick the most probable (no text is "
+        "generated); for a generated reply constrained to them, use a --schema with an enum",
     )
 
 
@@ -184,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"run": _run, "chat": _chat, "render": _render, "backends": _backends}[args.command]
         if args.command != "backends":
-            args.response_format = _response_format(args.schema, args.choices)
+            args.response_format = _response_format(args.schema)
+            args.choices = _choices(args.choices)
         return handler(args)
     except (ConfigError, InvalidRequestError) as error:
         print(f"llmclient: error: {error}", file=sys.stderr)
@@ -236,18 +240,23 @@ def _few_shot(path: Path | None) -> list[Any]:
     return cast(list[Any], _json_text(text, path, "few-shot", list, f"a list of messages like {example}"))
 
 
-def _response_format(schema: Path | None, choices: str | None) -> OutputFormat | None:
-    """What ``--schema FILE`` or ``--choices a,b,c`` ask every reply to be, checked before any backend
-    is loaded: a file that is missing, not JSON or not a JSON Schema is a usage error naming it.
+def _choices(choices: str | None) -> tuple[str, ...] | None:
+    """The labels of ``--choices a,b,c``, checked before any backend is loaded."""
+    if choices is None:
+        return None
+    options = [option.strip() for option in choices.split(",")]
+    if not all(options):
+        raise InvalidRequestError(
+            f"--choices takes comma-separated labels, none of them empty, got {choices!r} "
+            f"(e.g. --choices positive,negative,mixed)"
+        )
+    return check_candidates(Choice(options).options)
+
+
+def _response_format(schema: Path | None) -> OutputFormat | None:
+    """What ``--schema FILE`` asks every reply to be, checked before any backend is loaded: a file
+    that is missing, not JSON or not a JSON Schema is a usage error naming it.
     """
-    if choices is not None:
-        options = [option.strip() for option in choices.split(",")]
-        if not all(options):
-            raise InvalidRequestError(
-                f"--choices takes comma-separated options, none of them empty, got {choices!r} "
-                f"(e.g. --choices positive,negative,mixed)"
-            )
-        return output_format(Choice(options))
     text = _read(schema, "schema")
     if text is None:
         return None
@@ -260,13 +269,14 @@ def _response_format(schema: Path | None, choices: str | None) -> OutputFormat |
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The generation parameters of ``-p``, with the reply's format of ``--schema``/``--choices``."""
+    """The generation parameters of ``-p``, with the reply's format of ``--schema``."""
     options = dict(args.params)
+    given = args.response_format is not None or args.choices is not None
+    if given and options.get("response_format") is not None:
+        raise InvalidRequestError(
+            "-p response_format=... and --schema/--choices are both given; give the reply's format once"
+        )
     if args.response_format is not None:
-        if options.get("response_format") is not None:
-            raise InvalidRequestError(
-                "-p response_format=... and --schema/--choices are both given; give the reply's format once"
-            )
         options["response_format"] = args.response_format
     return options
 
@@ -281,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         few_shot=_few_shot(args.few_shot),
         params=dict(args.params),
         response_format=args.response_format,
+        choices=args.choices,
         id_field=args.id_field,
         keep_fields=args.keep_fields.split(",") if args.keep_fields else None,
         concurrency=args.concurrency,
@@ -327,9 +338,17 @@ def _chat(args: argparse.Namespace) -> int:
 def _answer(backend: ChatBackend, messages: list[Message], args: argparse.Namespace) -> str:
     """Print the reply to ``messages`` (streamed unless ``--no-stream``) and return its text.
 
-    With ``--schema``/``--choices`` the checked value is printed instead, as one pretty JSON
-    document (so it pipes into ``jq``); a reply that does not pass is a ``StructuredOutputError``.
+    With ``--schema`` the checked value is printed instead, as one pretty JSON document (so it pipes
+    into ``jq``); a reply that does not pass is a ``StructuredOutputError``. With ``--choices`` the
+    labels are scored and the chosen one, every label's probability and ``exact`` are printed (a
+    backend that cannot score says why: ``UnsupportedFeatureError``).
     """
+    if args.choices is not None:
+        scored = backend.score(messages, args.choices, **_options(args))
+        chosen = best(scored)
+        scores = {s.text: round(s.probability, 6) for s in scored}
+        print(json.dumps({"choice": chosen.text, "scores": scores, "exact": chosen.exact}, indent=2))
+        return chosen.text
     if args.response_format is not None:
         from llmclient.pipeline.results import parsed_json
 
@@ -337,14 +356,17 @@ def _answer(backend: ChatBackend, messages: list[Message], args: argparse.Namesp
         print(json.dumps(parsed_json(reply.parsed), indent=2, ensure_ascii=False))
         return reply.text
     if args.no_stream:
-        text = backend.chat(messages, **_options(args)).text
-        print(text)
-        return text
-    with backend.stream(messages, **_options(args)) as stream:
-        for delta in stream:
-            print(delta.text, end="", flush=True)
-    print()
-    return stream.final().text
+        reply = backend.chat(messages, **_options(args))
+        print(reply.text)
+    else:
+        with backend.stream(messages, **_options(args)) as stream:
+            for delta in stream:
+                print(delta.text, end="", flush=True)
+        print()
+        reply = stream.final()
+    for call in reply.tool_calls:  # the model asked for tools: say which, with what
+        print(f"tool call {call.id}: {shown_call(call)}")
+    return reply.text
 
 
 def _interactive(backend: ChatBackend, args: argparse.Namespace) -> int:

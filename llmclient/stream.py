@@ -1,21 +1,23 @@
 """Streamed replies: iterate deltas as they arrive, get the whole reply at the end.
 
 ``ChatStream`` and ``AsyncChatStream`` share one accumulator, so a joined stream and a non-streamed
-reply are built by the same rules: text and reasoning joined, tool-call fragments merged by index,
-the last finish reason and usage kept.
+reply are built by the same rules: text and reasoning joined, tool-call fragments merged into calls
+(:mod:`llmclient.tools.fragments`),
+token logprobs joined in order, the last finish reason and usage kept.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self
 
 from llmclient.structured import OutputFormat
-from llmclient.types import ChatResponse, FinishReason, StreamDelta, Usage
+from llmclient.tools.fragments import CallFragments
+from llmclient.types import ChatResponse, FinishReason, StreamDelta, TokenLogprob, Usage
 
 D = TypeVar("D", bound="Iterator[StreamDelta] | AsyncIterator[StreamDelta]")
 
@@ -28,7 +30,8 @@ class StreamAccumulator:
         self._backend = backend
         self._text: list[str] = []
         self._reasoning: list[str] = []
-        self._tool_calls: dict[int, dict[str, Any]] = {}
+        self._tool_calls = CallFragments()
+        self._logprobs: list[TokenLogprob] = []
         self._details: dict[str, Any] = {}
         self._finish_reason: FinishReason | None = None
         self._usage: Usage | None = None
@@ -42,29 +45,15 @@ class StreamAccumulator:
             self._finish_reason = delta.finish_reason
         if delta.usage is not None:
             self._usage = delta.usage
+        if delta.logprobs:
+            self._logprobs.extend(delta.logprobs)
         for key, value in delta.details.items():
             if key == "reasoning":
                 self._reasoning.append(value)
             elif key == "tool_calls":
-                self._merge_tool_calls(value)
+                self._tool_calls.add(value)
             else:
                 self._details[key] = value
-
-    def _merge_tool_calls(self, fragments: list[dict[str, Any]]) -> None:
-        for position, fragment in enumerate(fragments):
-            index = fragment.get("index", position)
-            call = self._tool_calls.setdefault(
-                index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-            )
-            if fragment.get("id"):
-                call["id"] = fragment["id"]
-            if fragment.get("type"):
-                call["type"] = fragment["type"]
-            function = fragment.get("function") or {}
-            if function.get("name"):
-                call["function"]["name"] += function["name"]
-            if function.get("arguments"):
-                call["function"]["arguments"] += function["arguments"]
 
     def response(self) -> ChatResponse:
         """The reply as accumulated so far."""
@@ -72,7 +61,7 @@ class StreamAccumulator:
         model = details.pop("model", None) or self._model
         if self._reasoning:
             details["reasoning"] = "".join(self._reasoning)
-        tool_calls = [self._tool_calls[i] for i in sorted(self._tool_calls)] or None
+        tool_calls = self._tool_calls.calls()
         return ChatResponse(
             text="".join(self._text),
             finish_reason=self._finish_reason,
@@ -82,6 +71,7 @@ class StreamAccumulator:
             latency=time.perf_counter() - self._started,
             tool_calls=tool_calls,
             details=details,
+            logprobs=list(self._logprobs),
         )
 
 
@@ -95,10 +85,12 @@ class _Stream(Generic[D]):
         model: str,
         backend: str,
         response_format: OutputFormat | None = None,
+        settle: Callable[[ChatResponse], ChatResponse] | None = None,
     ) -> None:
         self._deltas: D = deltas
         self._acc = StreamAccumulator(model=model, backend=backend)
         self._format = response_format
+        self._settle = settle
 
     @property
     def text(self) -> str:
@@ -106,9 +98,13 @@ class _Stream(Generic[D]):
         return self._acc.response().text
 
     def _final(self) -> ChatResponse:
-        """The whole reply, with ``parsed`` set where a format was asked for."""
+        """The whole reply, made whole by ``settle`` (tool calls checked), with ``parsed`` set where a
+        format was asked for.
+        """
         reply = self._acc.response()
-        return reply if self._format is None else self._format.attach(reply)
+        if self._settle is not None:
+            reply = self._settle(reply)
+        return reply if self._format is None or reply.tool_calls else self._format.attach(reply)
 
 
 class ChatStream(_Stream[Iterator[StreamDelta]]):

@@ -14,7 +14,11 @@ from typing import Any, Literal, TypedDict, cast, get_args
 
 from llmclient._settings import suggest
 from llmclient.errors import InvalidRequestError
+from llmclient.logprobs import MAX_TOP_LOGPROBS
+from llmclient.logprobs import TokenLogprob as TokenLogprob  # one of the reply's types
 from llmclient.structured import OutputFormat, output_format
+from llmclient.tools.calls import ToolCall
+from llmclient.tools.specs import Tool, check_tool_choice, to_tools, tool_choice
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 """Who speaks a message; ``developer`` is OpenAI's newer name for ``system``."""
@@ -34,13 +38,15 @@ class Message:
     """One turn of a conversation.
 
     ``content`` is a string, or a list of OpenAI content parts (``{"type": "text", ...}``) for
-    multimodal input. ``tool_calls`` and ``tool_call_id`` carry tool use in the OpenAI shape.
+    multimodal input. ``tool_calls`` (an assistant's calls, as :class:`~llmclient.tools.ToolCall`; dicts
+    in the OpenAI shape are read into them) and ``tool_call_id`` (what a tool result answers) carry tool
+    use; ``reply.message`` and :func:`llmclient.tool_result` build them.
     """
 
     role: Role
     content: str | list[dict[str, Any]] | None = ""
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,7 +55,7 @@ class Message:
         if self.name is not None:
             out["name"] = self.name
         if self.tool_calls is not None:
-            out["tool_calls"] = self.tool_calls
+            out["tool_calls"] = [ToolCall.from_dict(c).to_dict() for c in self.tool_calls]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
         return out
@@ -74,6 +80,9 @@ class Message:
 MessageLike = Message | Mapping[str, Any]
 """A :class:`Message` or an OpenAI-shaped dict such as ``{"role": "user", "content": "Hi"}``."""
 
+Messages = str | Iterable[MessageLike]
+"""A conversation: a list of messages (dicts or :class:`Message`), or one user prompt as a string."""
+
 _MESSAGE_KEYS = frozenset(f.name for f in fields(Message))
 
 
@@ -83,6 +92,8 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
     Raises :class:`InvalidRequestError` naming the message's position and what is wrong with it.
     """
     if isinstance(item, Message):
+        if item.tool_calls and not all(isinstance(c, ToolCall) for c in item.tool_calls):
+            item = replace(item, tool_calls=_tool_calls(item.tool_calls, index))
         _refuse_lone_surrogates(item, index)
         return item
     if not isinstance(item, Mapping):
@@ -117,22 +128,24 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
         if item.get(key) is not None and not isinstance(item[key], str):
             raise InvalidRequestError(f"messages[{index}].{key} must be a string, got {item[key]!r}")
     tool_calls = item.get("tool_calls")
-    if tool_calls is not None and (
-        not isinstance(tool_calls, list) or not all(isinstance(c, Mapping) for c in tool_calls)
-    ):
-        raise InvalidRequestError(
-            f"messages[{index}].tool_calls must be a list of tool calls in the OpenAI shape, "
-            f"got {tool_calls!r}"
-        )
     message = Message(
         role=cast(Role, role),
         content=content,
         name=item.get("name"),
-        tool_calls=item.get("tool_calls"),
+        tool_calls=None if tool_calls is None else _tool_calls(tool_calls, index),
         tool_call_id=item.get("tool_call_id"),
     )
     _refuse_lone_surrogates(message, index)
     return message
+
+
+def _tool_calls(calls: Any, index: int) -> list[ToolCall]:
+    """A message's ``tool_calls`` as :class:`ToolCall` objects; an error naming the one at fault."""
+    if not isinstance(calls, list):
+        raise InvalidRequestError(
+            f"messages[{index}].tool_calls must be a list of tool calls in the OpenAI shape, got {calls!r}"
+        )
+    return [ToolCall.from_dict(c, f"messages[{index}].tool_calls[{i}]") for i, c in enumerate(calls)]
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -176,6 +189,11 @@ class GenerationOptions(TypedDict, total=False):
     stop: str | Sequence[str] | None
     seed: int | None
     response_format: Any
+    logprobs: bool | None
+    top_logprobs: int | None
+    tools: Sequence[Any] | None
+    tool_choice: str | Mapping[str, Any] | None
+    parallel_tool_calls: bool | None
     extra: Mapping[str, Any] | None
 
 
@@ -195,6 +213,15 @@ class GenerationParams:
         response_format: what the reply must be: a pydantic model class, a JSON Schema dict,
             ``llmclient.JSON``, ``llmclient.Choice([...])`` or ``llmclient.Regex(...)``, held as an
             :class:`~llmclient.structured.OutputFormat`; ``reply.parsed`` holds the checked value.
+        logprobs: return each generated token's logprob in ``reply.logprobs`` (streamed too).
+        top_logprobs: with them, the 0 to 20 most likely alternatives per token; a value above 0
+            asks for ``logprobs`` too, unless ``logprobs=False``.
+        tools: tools the model may call: Python functions, JSON Schema tool dicts in the OpenAI shape
+            or pydantic models, held as :class:`~llmclient.tools.Tool` objects; ``reply.tool_calls``
+            holds the calls, their arguments checked against each tool's schema.
+        tool_choice: ``"auto"`` (the model decides), ``"none"``, ``"required"`` (some call), or a
+            tool's name (that tool).
+        parallel_tool_calls: whether the model may make several calls in one reply.
         extra: backend-specific fields passed through untouched (request body keys for remote
             backends, ``generate`` keyword arguments for local ones).
     """
@@ -206,6 +233,11 @@ class GenerationParams:
     stop: tuple[str, ...] | None = None
     seed: int | None = None
     response_format: OutputFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: tuple[Tool, ...] | None = None
+    tool_choice: str | None = None
+    parallel_tool_calls: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -233,6 +265,10 @@ class GenerationParams:
             values["stop"] = _check_stop(values["stop"])
         if values.get("response_format") is not None:
             values["response_format"] = output_format(values["response_format"])
+        if "tools" in values:
+            values["tools"] = to_tools(values["tools"])
+        if "tool_choice" in values:
+            values["tool_choice"] = tool_choice(values["tool_choice"])
         extra = values.get("extra")
         if extra is None:
             values.pop("extra", None)
@@ -249,6 +285,20 @@ class GenerationParams:
         _check_int("seed", self.seed, minimum=None)
         _check_number("temperature", self.temperature, low=0.0, high=None, low_open=False)
         _check_number("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
+        if self.logprobs is not None and not isinstance(self.logprobs, bool):
+            raise InvalidRequestError(f"logprobs must be True or False, got {self.logprobs!r}")
+        _check_int("top_logprobs", self.top_logprobs, minimum=0)
+        if self.top_logprobs is not None and self.top_logprobs > MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(
+                f"top_logprobs must be <= {MAX_TOP_LOGPROBS} (the most alternatives per token a call "
+                f"returns), got {self.top_logprobs!r}"
+            )
+        if self.parallel_tool_calls is not None and not isinstance(self.parallel_tool_calls, bool):
+            raise InvalidRequestError(
+                f"parallel_tool_calls must be True or False, got {self.parallel_tool_calls!r}"
+            )
+        if self.tools is not None:  # without tools, a named choice may still meet the defaults' tools
+            check_tool_choice(self.tool_choice, self.tools)
 
     def merged(self, override: GenerationParams) -> GenerationParams:
         """These parameters with every value set in ``override`` taking precedence."""
@@ -259,7 +309,12 @@ class GenerationParams:
         }
         if override.extra:
             changes["extra"] = {**self.extra, **override.extra}
-        return replace(self, **changes) if changes else self
+        if not changes:
+            return self
+        merged = replace(self, **changes)
+        if "tools" in changes or "tool_choice" in changes:
+            check_tool_choice(merged.tool_choice, merged.tools)
+        return merged
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters that are set, as plain JSON: what cassettes and resume keys record."""
@@ -270,6 +325,8 @@ class GenerationParams:
                 continue
             if isinstance(value, OutputFormat):
                 value = value.to_dict()
+            elif f.name == "tools":
+                value = [tool.to_dict() for tool in value]
             elif isinstance(value, tuple):
                 value = list(value)
             elif f.name == "extra":
@@ -281,6 +338,13 @@ class GenerationParams:
     def greedy(self) -> bool:
         """True when generation is deterministic: temperature is 0."""
         return self.temperature == 0
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Whether replies carry token logprobs: ``logprobs=True``, or ``top_logprobs`` above 0 with
+        ``logprobs`` not set to ``False``.
+        """
+        return self.logprobs is True or (self.logprobs is None and bool(self.top_logprobs))
 
 
 _PARAM_NAMES = frozenset(f.name for f in fields(GenerationParams))
@@ -405,10 +469,13 @@ class ChatResponse:
         model: the model that answered, as the backend names it.
         backend: the configured backend name (or type) that produced the reply.
         latency: seconds from sending the request to the complete reply.
-        tool_calls: tool calls in the OpenAI shape, when the model asked for tools.
+        tool_calls: the tools the model asked to call (:class:`~llmclient.tools.ToolCall`); empty when
+            it answered in text. ``message`` is the assistant message that carries them into history.
         parsed: the checked value when the call gave ``response_format`` (a pydantic model instance,
             a dict, or the chosen string); ``None`` otherwise.
         details: provider facts that are not normalised (id, provider, cost, reasoning, ...).
+        logprobs: one :class:`TokenLogprob` per generated token when the call asked for
+            ``logprobs``; empty otherwise, or where the model or provider returned none.
     """
 
     text: str
@@ -417,21 +484,39 @@ class ChatResponse:
     model: str = ""
     backend: str = ""
     latency: float = 0.0
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
     details: Mapping[str, Any] = field(default_factory=dict)
     parsed: Any = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        calls = self.tool_calls
+        if calls is None or not all(isinstance(c, ToolCall) for c in calls):  # None, or dicts given
+            read = [ToolCall.from_dict(c, f"tool_calls[{i}]") for i, c in enumerate(calls or ())]
+            object.__setattr__(self, "tool_calls", read)
+
+    @property
+    def message(self) -> Message:
+        """The assistant message to append to the conversation: the text, and the calls if any."""
+        calls = list(self.tool_calls)
+        content = self.text if self.text or not calls else None
+        return Message(role="assistant", content=content, tool_calls=calls or None)
 
     def as_delta(self) -> StreamDelta:
         """The whole reply as one stream delta: what a backend that cannot stream yields.
 
-        The model and any tool calls travel in ``details``, where a stream carries them, so joining
-        the one delta gives this reply back.
+        The model and any tool calls travel in ``details``, where a stream carries them (calls as
+        index-keyed fragments), so joining the one delta gives this reply back.
         """
         details = {**self.details, "model": self.model}
         if self.tool_calls:
-            details["tool_calls"] = self.tool_calls
+            details["tool_calls"] = [{"index": i, **c.to_dict()} for i, c in enumerate(self.tool_calls)]
         return StreamDelta(
-            text=self.text, finish_reason=self.finish_reason, usage=self.usage, details=details
+            text=self.text,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            details=details,
+            logprobs=self.logprobs,
         )
 
 
@@ -440,13 +525,17 @@ class StreamDelta:
     """One piece of a streamed reply.
 
     Text arrives in ``text``; the last deltas carry ``finish_reason`` and ``usage``.
-    ``details`` holds what is not normalised (reasoning text, provider, tool call fragments).
+    ``details`` holds what is not normalised (reasoning text, provider, and tool-call fragments in
+    ``details["tool_calls"]``: the OpenAI chunk shape, keyed by ``index``, which every backend yields
+    and :mod:`llmclient.tools.fragments` merges);
+    ``logprobs`` the entries of this delta's tokens, where the call asked for them.
     """
 
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,20 +65,24 @@ def run_fingerprint(
     *,
     backend_type: str = "",
     endpoint: str | None = None,
+    choices: tuple[str, ...] | None = None,
 ) -> str:
     """A digest of everything that shapes each row's prompt and reply.
 
     The template, the effective generation parameters (the backend's configured defaults with the
     run's over them), the model, the backend type and its endpoint (a remote backend's base URL,
-    never a key): a change to any of them is new work, never mistaken for done.
+    never a key), and the labels a scoring run scores: a change to any of them is new work, never
+    mistaken for done.
     """
-    payload = {
+    payload: dict[str, Any] = {
         "prompt": prompt.fingerprint(),
         "params": params.to_dict(),
         "model": model,
         "backend": backend_type,
         "endpoint": endpoint,
     }
+    if choices is not None:  # only scoring runs: the keys of every other run stay as they were
+        payload["choices"] = list(choices)
     return _digest(payload)
 
 

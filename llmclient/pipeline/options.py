@@ -46,7 +46,10 @@ class RunOptions:
     ``llmclient.Choice``, ``llmclient.Regex``); each ok line gets its checked value as ``parsed``, and a
     reply that does not pass fails its row. Held as an :class:`~llmclient.structured.OutputFormat`."""
     choices: Sequence[str] | None = None
-    """Shorthand for ``response_format=Choice(choices)``: every reply is one of these strings."""
+    """Classify each row by scoring these labels (``backend.ascore``) instead of generating: each ok
+    line gets the chosen label as ``parsed`` and every label's probability in ``scores``. A backend
+    that cannot score fails its rows saying why; ``response_format=Choice([...])`` is the constrained
+    generation of one of them instead."""
     id_field: str | None = None
     """The field that identifies a row; by default a row is identified by all its fields."""
     keep_fields: Sequence[str] | None = None
@@ -112,7 +115,8 @@ class RunOptions:
         """Check the reply's format, given once by ``response_format``, ``choices`` or ``params``.
 
         ``response_format`` is held as its :class:`~llmclient.structured.OutputFormat` and ``choices``
-        as a tuple; the format in force is :attr:`generation`'s ``response_format``.
+        as a tuple (checked as ``Choice`` checks its options); the format in force is
+        :attr:`generation`'s ``response_format``, and a run with ``choices`` generates nothing.
         """
         given = [
             name
@@ -125,17 +129,22 @@ class RunOptions:
         ]
         if len(given) > 1:
             raise InvalidRequestError(
-                f"{' and '.join(given)} are both given; give the reply's format once "
-                f"(choices=[...] means response_format=Choice([...]))"
+                f"{' and '.join(given)} are both given; give the reply's format once (choices=[...] "
+                f"scores the labels and generates nothing; response_format=Choice([...]) generates one)"
             )
         if self.response_format is not None:
             object.__setattr__(self, "response_format", output_format(self.response_format))
         if self.choices is not None:  # a bare string or an empty list is refused by Choice
             object.__setattr__(self, "choices", Choice(self.choices).options)
+            if len(self.choices) < 2:
+                raise InvalidRequestError(
+                    f"choices needs at least two labels to choose between, got {list(self.choices)!r}"
+                )
 
     @functools.cached_property
     def generation(self) -> GenerationParams:
-        """The run's generation parameters, checked: ``params`` with ``response_format`` in them.
+        """The run's generation parameters, checked: ``params`` with ``response_format`` in them
+        (a ``choices`` run scores, so it has none).
 
         The one home of the run's parameters: the resume key is made from them, and every request
         is sent with them (:attr:`call_options`).
@@ -143,8 +152,6 @@ class RunOptions:
         params = dict(self.params)
         if self.response_format is not None:
             params["response_format"] = self.response_format
-        elif self.choices is not None:
-            params["response_format"] = Choice(self.choices)
         return GenerationParams.from_options(params)
 
     @functools.cached_property

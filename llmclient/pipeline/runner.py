@@ -14,6 +14,7 @@ from llmclient import tracing
 from llmclient.backend import ChatBackend
 from llmclient.config import BackendConfig
 from llmclient.errors import InvalidRequestError, LLMClientError, StructuredOutputError
+from llmclient.logprobs import CandidateScore, best
 from llmclient.pipeline.budget import Budget
 from llmclient.pipeline.keys import run_fingerprint
 from llmclient.pipeline.options import RunOptions
@@ -56,6 +57,7 @@ class _Run:
             backend.model,
             backend_type=backend.type_name,
             endpoint=backend.endpoint,
+            choices=None if options.choices is None else tuple(options.choices),
         )
         self.write_failure: OSError | None = None
         """The first failed write: once set, the run stops and nothing more is written."""
@@ -111,6 +113,27 @@ class _Run:
             self.summary.prompt_tokens += usage.prompt_tokens
             self.summary.completion_tokens += usage.completion_tokens
 
+    def write_scores(self, base: dict[str, Any], scored: list[CandidateScore], latency: float) -> None:
+        """Record a scored row: the chosen label (``text`` and ``parsed``), every label's probability."""
+        chosen = best(scored)
+        saved = self.save(
+            {
+                **base,
+                "status": "ok",
+                "text": chosen.text,
+                "parsed": chosen.text,
+                "scores": {s.text: s.probability for s in scored},
+                "exact": chosen.exact,
+                "finish_reason": None,
+                "usage": None,
+                "latency": round(latency, 4),
+                "error": None,
+            }
+        )
+        if saved:
+            self.summary.done += 1
+            self.summary.latencies.append(latency)
+
     def write_error(self, base: dict[str, Any], error: Exception) -> None:
         """Record a failed row; a dry run only counts it.
 
@@ -127,6 +150,8 @@ class _Run:
         paid: ChatResponse | None = invalid.reply if invalid is not None else None
         if invalid is not None:
             described["errors"] = list(invalid.errors)
+        if self.options.choices is not None:
+            base = {**base, "scores": None, "exact": None}
         saved = self.save(
             {
                 **base,
@@ -149,16 +174,24 @@ class _Run:
 
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: RequestRate) -> None:
         await rate.wait()
+        choices = self.options.choices
+        started = time.perf_counter()
         try:
             with retries_paced_by(rate):  # a retry takes its slot from the run's cap too
-                reply = await self.backend.achat(messages, **self.options.call_options)
+                if choices is not None:
+                    scored = await self.backend.ascore(messages, choices, **self.options.call_options)
+                else:
+                    reply = await self.backend.achat(messages, **self.options.call_options)
         except LLMClientError as error:
             self.write_error(base, error)
         except Exception as error:  # a backend's bug fails its row with a line, never silently
             logger.warning("row %r failed: %s", base["row_id"], error, exc_info=error)
             self.write_error(base, error)
         else:
-            self.write_reply(base, reply)
+            if choices is not None:
+                self.write_scores(base, scored, time.perf_counter() - started)
+            else:
+                self.write_reply(base, reply)
         self.progress.update()
 
     def settled(self, task: asyncio.Task[None]) -> None:
@@ -212,10 +245,12 @@ async def arun(
     ``retry_failed``. At most ``concurrency`` requests are in flight, and at most
     ``requests_per_minute`` start per minute. A ``dry_run`` renders every prompt and counts tokens
     (where the backend can) without calling the model. ``progress`` shows a bar on stderr (default:
-    when stderr is a terminal). ``response_format`` (or ``choices=[...]``, short for
-    ``response_format=Choice([...])``) asks every reply for structured output: each ok line gets its
-    checked value as ``parsed``, and a reply that does not pass is a failed row that keeps its raw
-    text. ``max_cost`` starts no more rows once the run's cost (``usage.cost``) would pass it: rows
+    when stderr is a terminal). ``response_format`` asks every reply for structured output: each ok
+    line gets its checked value as ``parsed``, and a reply that does not pass is a failed row that
+    keeps its raw text. ``choices=[...]`` classifies each row by scoring the labels instead
+    (``backend.ascore``): each ok line gets the chosen label as ``parsed``, every label's
+    probability in ``scores`` and ``exact``; a backend that cannot score fails the rows saying why.
+    ``max_cost`` starts no more rows once the run's cost (``usage.cost``) would pass it: rows
     in flight finish and are written, ``summary.stopped`` says why, and a rerun continues. Every
     option is described on :class:`RunOptions`. Returns a :class:`RunSummary`; failed
     rows do not raise, their errors are in the results file.

@@ -15,17 +15,24 @@ stream joins them), be ``async``, be a generator (sync or async), or raise: an
 :class:`~llmclient.errors.LLMClientError` reaches the caller as it was raised. Every call style works
 (``chat``, ``achat``, ``stream``, ``astream``, ``chat_many``, ``achat_many``), and every request the
 backend saw is kept in :attr:`FunctionBackend.requests`.
+
+Given a ``scorer`` too, it scores candidates (``score``, ``choose`` and the rest): the scorer receives
+the conversation and the candidates and returns each candidate's logprob::
+
+    backend = FunctionBackend(echo, scorer=lambda messages, candidates: [-0.1, -2.3])
+    assert backend.choose("Is it?", ["yes", "no"]).text == "yes"
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TypeAlias
 
 from llmclient.backend import ChatBackend
+from llmclient.logprobs import RawScore, ScoreOptions
 from llmclient.stream import StreamAccumulator
 from llmclient.types import ChatRequest, ChatResponse, GenerationParams, Message, StreamDelta
 
@@ -39,6 +46,10 @@ ReplyFunction: TypeAlias = Callable[
     [list[Message], GenerationParams], FunctionReply | Awaitable[FunctionReply]
 ]
 """The function behind a :class:`FunctionBackend`: ``(messages, params) -> reply``, sync or async."""
+
+ScoreFunction: TypeAlias = Callable[[list[Message], tuple[str, ...]], Sequence[float | RawScore]]
+"""A :class:`FunctionBackend`'s scorer: ``(messages, candidates) -> logprobs``, one per candidate; a
+number is an exact total logprob of one token, a :class:`~llmclient.logprobs.RawScore` says all."""
 
 Settled: TypeAlias = str | ChatResponse | Iterable[Piece]
 """A function's reply once awaited, with async pieces gathered."""
@@ -64,9 +75,12 @@ class FunctionBackend(ChatBackend):
         name: the backend's name (``ChatResponse.backend``); default ``"function"``.
         defaults: generation parameters merged under every call's.
         context_window: the window the backend declares, for code that checks it.
+        scorer: the :data:`ScoreFunction` that scores candidates; without one, scoring raises
+            :class:`~llmclient.errors.UnsupportedFeatureError` as a backend that cannot score does.
 
     Attributes:
         requests: every request received, in order, as the backend saw it (defaults merged).
+        scored: every scoring request received, with its candidates and options.
     """
 
     type_name = "function"
@@ -79,10 +93,13 @@ class FunctionBackend(ChatBackend):
         name: str | None = None,
         defaults: GenerationParams | None = None,
         context_window: int | None = None,
+        scorer: ScoreFunction | None = None,
     ) -> None:
         super().__init__(model=model, name=name, defaults=defaults)
         self.function = function
+        self.scorer = scorer
         self.requests: list[ChatRequest] = []
+        self.scored: list[tuple[ChatRequest, tuple[str, ...], ScoreOptions]] = []
         self._window = context_window
         self._lock = threading.Lock()
 
@@ -90,6 +107,17 @@ class FunctionBackend(ChatBackend):
     def context_window(self) -> int | None:
         """The window given to the constructor, if any."""
         return self._window
+
+    def _score(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        if self.scorer is None:
+            return super()._score(request, candidates, options)
+        texts = tuple(candidates)
+        with self._lock:
+            self.scored.append((request, texts, options))
+        found = self.scorer(list(request.messages), texts)
+        return [v if isinstance(v, RawScore) else RawScore(float(v), 1, True) for v in found]
 
     def _call(self, request: ChatRequest) -> FunctionReply | Awaitable[FunctionReply]:
         with self._lock:

@@ -18,7 +18,16 @@ import pytest
 from llmclient import AsyncChatStream, ChatBackend, ChatStream
 from llmclient.registry import ENTRY_POINT_GROUP
 
-TWINS = {"chat": "achat", "stream": "astream", "chat_many": "achat_many", "close": "aclose"}
+TWINS = {
+    "chat": "achat",
+    "stream": "astream",
+    "chat_many": "achat_many",
+    "close": "aclose",
+    "score": "ascore",
+    "choose": "achoose",
+    "score_many": "ascore_many",
+    "choose_many": "achoose_many",
+}
 """The sync methods that do I/O, and their async twins."""
 
 SYNC_ONLY = {
@@ -47,7 +56,10 @@ def test_each_io_method_has_an_async_twin_with_the_same_parameters(sync: str, as
     assert parameters(getattr(ChatBackend, sync)) == parameters(getattr(ChatBackend, async_))
 
 
-@pytest.mark.parametrize("name", ["achat", "achat_many", "aclose"])
+COROUTINES = ["achat", "achat_many", "aclose", "ascore", "achoose", "ascore_many", "achoose_many"]
+
+
+@pytest.mark.parametrize("name", COROUTINES)
 def test_async_twins_are_coroutine_functions(name: str) -> None:
     assert inspect.iscoroutinefunction(getattr(ChatBackend, name))
 
@@ -113,7 +125,7 @@ def test_concrete_backends_keep_the_base_signatures(module: str) -> None:
             assert parameters(getattr(cls, sync)) == parameters(getattr(cls, async_)), (
                 f"{cls.__name__}.{sync}"
             )
-        for name in ("achat", "achat_many", "aclose"):
+        for name in COROUTINES:
             assert inspect.iscoroutinefunction(getattr(cls, name)), f"{cls.__name__}.{name}"
 
 

@@ -25,6 +25,7 @@ from llmclient import (
     LLMClientError,
     RateLimitError,
     StreamDelta,
+    ToolCall,
     Usage,
 )
 
@@ -231,7 +232,7 @@ def test_the_default_stream_final_is_the_reply(backend: ReverseBackend) -> None:
 def test_the_default_stream_keeps_the_replys_tool_calls(backend: ReverseBackend) -> None:
     final = backend.stream(TOOL).final()
     assert final.finish_reason == "tool_calls"
-    assert final.tool_calls == [WEATHER_CALL]
+    assert final.tool_calls == [ToolCall.from_dict(WEATHER_CALL)]
 
 
 def test_the_default_stream_raises_the_backends_error_while_iterating(backend: ReverseBackend) -> None:

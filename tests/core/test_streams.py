@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from llmclient import AsyncChatStream, ChatResponse, ChatStream, StreamDelta, Usage
+from llmclient import AsyncChatStream, ChatResponse, ChatStream, StreamDelta, ToolCall, Usage
 from llmclient.stream import StreamAccumulator
 
 
@@ -64,17 +64,10 @@ def test_tool_call_fragments_are_merged_by_index_as_openai_streams_them() -> Non
         StreamDelta(finish_reason="tool_calls"),
     )
     assert reply.tool_calls == [
-        {
-            "id": "call_a",
-            "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-        },
-        {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "UTC"}'}},
+        ToolCall(id="call_a", name="get_weather", arguments='{"city": "Paris"}'),
+        ToolCall(id="call_b", name="get_time", arguments='{"tz": "UTC"}'),  # a name sent in pieces
     ]
-    assert [json.loads(c["function"]["arguments"]) for c in reply.tool_calls] == [
-        {"city": "Paris"},
-        {"tz": "UTC"},
-    ]
+    assert [json.loads(c.arguments) for c in reply.tool_calls] == [{"city": "Paris"}, {"tz": "UTC"}]
     assert reply.finish_reason == "tool_calls"
     assert "tool_calls" not in reply.details
 
@@ -84,7 +77,7 @@ def test_tool_calls_are_ordered_by_index_not_arrival() -> None:
         StreamDelta(details={"tool_calls": [{"index": 1, "id": "second", "function": {"name": "b"}}]}),
         StreamDelta(details={"tool_calls": [{"index": 0, "id": "first", "function": {"name": "a"}}]}),
     )
-    assert [c["id"] for c in reply.tool_calls or []] == ["first", "second"]
+    assert [c.id for c in reply.tool_calls] == ["first", "second"]
 
 
 def test_fragments_without_an_index_go_by_position() -> None:
@@ -98,11 +91,11 @@ def test_fragments_without_an_index_go_by_position() -> None:
             }
         )
     )
-    assert [c["function"]["name"] for c in reply.tool_calls or []] == ["f", "g"]
+    assert [c.name for c in reply.tool_calls] == ["f", "g"]
 
 
-def test_no_tool_calls_means_none() -> None:
-    assert accumulate(StreamDelta(text="x")).tool_calls is None
+def test_no_tool_calls_means_an_empty_list() -> None:
+    assert accumulate(StreamDelta(text="x")).tool_calls == []
 
 
 def test_the_last_finish_reason_and_usage_are_kept() -> None:
@@ -118,7 +111,7 @@ def test_the_last_finish_reason_and_usage_are_kept() -> None:
 
 def test_nothing_received_is_an_empty_reply() -> None:
     reply = accumulate()
-    assert (reply.text, reply.finish_reason, reply.usage, reply.tool_calls) == ("", None, None, None)
+    assert (reply.text, reply.finish_reason, reply.usage, reply.tool_calls) == ("", None, None, [])
     assert reply.model == "configured-model"
 
 

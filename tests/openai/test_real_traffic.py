@@ -54,7 +54,7 @@ def _sdk_read(base_url: str, stream: bool) -> dict[str, Any]:
         if not stream:
             c = client.chat.completions.create(model="m", messages=messages)
             choice = c.choices[0]
-            calls = [(t.function.name, t.function.arguments) for t in choice.message.tool_calls or []]
+            calls = [(t.id, t.function.name, t.function.arguments) for t in choice.message.tool_calls or []]
             return {
                 "text": choice.message.content or "",
                 "finish": choice.finish_reason,
@@ -63,7 +63,7 @@ def _sdk_read(base_url: str, stream: bool) -> dict[str, Any]:
                 "calls": calls,
             }
         text, finish, usage, model = [], None, None, ""
-        calls: dict[int, list[str]] = {}
+        calls: dict[int, list[str]] = {}  # id, name, arguments
         for chunk in client.chat.completions.create(model="m", messages=messages, stream=True):
             model = chunk.model or model
             usage = chunk.usage or usage
@@ -71,9 +71,10 @@ def _sdk_read(base_url: str, stream: bool) -> dict[str, Any]:
                 text.append(choice.delta.content or "")
                 finish = choice.finish_reason or finish
                 for t in choice.delta.tool_calls or []:
-                    call = calls.setdefault(t.index, ["", ""])
-                    call[0] += (t.function and t.function.name) or ""
-                    call[1] += (t.function and t.function.arguments) or ""
+                    call = calls.setdefault(t.index, ["", "", ""])
+                    call[0] = t.id or call[0]
+                    call[1] += (t.function and t.function.name) or ""
+                    call[2] += (t.function and t.function.arguments) or ""
         return {
             "text": "".join(text),
             "finish": finish,
@@ -118,9 +119,7 @@ def test_real_reply_reads_as_the_sdk_reads_it(
         oracle["usage"].completion_tokens,
         oracle["usage"].total_tokens,
     )
-    assert [(c["function"]["name"], c["function"]["arguments"]) for c in ours.tool_calls or []] == oracle[
-        "calls"
-    ]
+    assert [(c.id, c.name, c.arguments) for c in ours.tool_calls] == oracle["calls"]
 
     events = _raw_events(item)
     if "openrouter.ai" in item["request"]["uri"]:

@@ -207,7 +207,7 @@ def test_replies_read_as_the_openai_sdk_reads_them(serve, make_backend, reply) -
         theirs.usage.total_tokens,
     )
     sdk_calls = [c.model_dump() for c in theirs.choices[0].message.tool_calls or []]
-    assert (ours.tool_calls or []) == sdk_calls
+    assert [c.to_dict() for c in ours.tool_calls] == sdk_calls
     assert server.requests[0].json()["messages"] == server.requests[1].json()["messages"]
 
 

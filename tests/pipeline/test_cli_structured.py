@@ -1,5 +1,6 @@
 """``--schema`` and ``--choices`` on the command line, run as a user runs it against a loopback server
-that answers each prompt with itself (so the template writes the model's reply)."""
+that answers each prompt with itself (so the template writes the model's reply), with token logprobs
+when asked (so ``--choices`` reads the first token of the reply the template wrote)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_run_with_a_schema_writes_parsed_fails_an_invalid_reply_and_retries_it(o
     assert (last["row_id"], last["parsed"]) == (2, {"dish": "CHATTY pie", "late": True})
 
 
-def test_run_with_choices_parses_each_reply_to_an_option(parrot) -> None:
+def test_run_with_choices_scores_the_labels_and_writes_each_probability(parrot) -> None:
     _, project = parrot
     write_jsonl(project / "says.jsonl", [{"say": "yes"}, {"say": "no"}, {"say": "maybe"}])
     result = llmclient(
@@ -66,7 +67,10 @@ def test_run_with_choices_parses_each_reply_to_an_option(parrot) -> None:
     assert result.returncode == 1 and "2 done, 1 failed" in result.stdout
     lines = {line["input"]["say"]: line for line in read_results(project / "out.jsonl")}
     assert (lines["yes"]["parsed"], lines["no"]["parsed"]) == ("yes", "no")
-    assert lines["maybe"]["text"] == "maybe" and "one of ['yes', 'no']" in lines["maybe"]["error"]["message"]
+    assert lines["yes"]["scores"] == {"yes": 1.0, "no": 0.0} and lines["yes"]["exact"] is False
+    # the model's first token begins neither label: no guess, the row fails saying why
+    assert lines["maybe"]["error"]["type"] == "UnsupportedFeatureError"
+    assert "found none of the candidates ['yes', 'no']" in lines["maybe"]["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -84,10 +88,11 @@ def test_run_with_choices_parses_each_reply_to_an_option(parrot) -> None:
             ["--schema", "typo.json"],
             "the schema file 'typo.json': response_format is not a valid JSON Schema at type",
         ),
-        ({}, ["--choices", "a,,b"], "--choices takes comma-separated options, none of them empty"),
+        ({}, ["--choices", "a,,b"], "--choices takes comma-separated labels, none of them empty"),
         ({}, ["--choices", "a,a"], "Choice options must differ"),
-        ({}, ["--choices", "a", "-p", 'response_format={"type": "json_object"}'], "are both given"),
-        ({}, ["--choices", "a", "--schema", "schema.json"], "not allowed with argument"),
+        ({}, ["--choices", "a"], "score at least two candidates"),
+        ({}, ["--choices", "a,b", "-p", 'response_format={"type": "json_object"}'], "are both given"),
+        ({}, ["--choices", "a,b", "--schema", "schema.json"], "not allowed with argument"),
     ],
 )
 def test_a_bad_schema_or_choices_exits_2_with_the_reason(orders, files, args, message) -> None:
@@ -106,7 +111,8 @@ def test_chat_with_a_schema_prints_the_parsed_json(orders) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == '{\n  "late": false,\n  "dish": "soup"\n}\n'  # one pretty JSON document
     chose = llmclient("chat", "--choices", "yes,no", cwd=project, stdin="no\n")
-    assert (chose.returncode, chose.stdout) == (0, '"no"\n')
+    assert chose.returncode == 0, chose.stderr
+    assert json.loads(chose.stdout) == {"choice": "no", "scores": {"yes": 0.0, "no": 1.0}, "exact": False}
 
 
 def test_chat_exits_1_when_the_reply_does_not_validate(orders) -> None:
@@ -122,5 +128,7 @@ def test_render_accepts_a_schema_and_choices(orders) -> None:
         result = llmclient("render", *args, "Hi", cwd=project)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["messages"] == [{"role": "user", "content": "Hi"}]
+        # choices are scored after the prompt as it is: no format is sent with it
+        assert ("response_format" in json.loads(result.stdout)) == (args[0] == "--schema")
     missing = llmclient("render", "--schema", "nope.json", "Hi", cwd=project)
     assert missing.returncode == 2 and "cannot read the schema file 'nope.json'" in missing.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 from typing import Literal
 
 import pytest
@@ -69,14 +70,56 @@ def test_a_pydantic_model_is_sent_as_itself_and_written_as_json(tmp_path) -> Non
     assert parsed[0] == {"dish": "soup", "sentiment": "positive", "ordered": "2026-03-01"}
 
 
-def test_choices_is_a_choice_format_and_parses_to_the_string(tmp_path) -> None:
+def test_a_choice_format_parses_each_reply_to_the_string(tmp_path) -> None:
     out = tmp_path / "out.jsonl"
     rows = [{"say": "yes"}, {"say": " no \n"}, {"say": '{"value": "yes"}'}]
     with FunctionBackend(parrot) as backend:
-        summary = pipeline.run(backend, rows, template="{{ say }}", output=out, choices=["yes", "no"])
+        summary = pipeline.run(
+            backend, rows, template="{{ say }}", output=out, response_format=Choice(["yes", "no"])
+        )
         assert backend.requests[0].params.response_format == output_format(Choice(["yes", "no"]))
     assert summary.done == 3
     assert sorted(line["parsed"] for line in read_results(out)) == ["no", "yes", "yes"]
+
+
+def likes(messages: list[Message], candidates: tuple[str, ...]) -> list[float]:
+    """A scorer that finds the label the prompt names likely (log 0.8), the others not (log 0.1)."""
+    return [math.log(0.8 if label in messages[-1].text else 0.1) for label in candidates]
+
+
+def test_choices_scores_the_labels_and_writes_the_chosen_one_with_every_probability(tmp_path) -> None:
+    out = tmp_path / "out.jsonl"
+    rows = [{"id": 1, "review": "I love it: good"}, {"id": 2, "review": "bad, sadly"}]
+    with FunctionBackend(parrot, scorer=likes) as backend:
+        summary = pipeline.run(
+            backend, rows, template="{{ review }}", output=out, id_field="id", choices=["good", "bad", "meh"]
+        )
+        assert backend.requests == []  # nothing generated
+        assert [texts for _, texts, _ in backend.scored] == [("good", "bad", "meh")] * 2
+        again = pipeline.run(
+            backend, rows, template="{{ review }}", output=out, id_field="id", choices=["good", "bad", "meh"]
+        )
+        other = pipeline.run(
+            backend, rows, template="{{ review }}", output=out, id_field="id", choices=["good", "bad"]
+        )
+    assert (summary.done, summary.failed, again.skipped, other.done) == (2, 0, 2, 2)
+    first, second = sorted(read_results(out)[:2], key=lambda line: line["row_id"])
+    assert (first["status"], first["parsed"], first["text"], first["exact"]) == ("ok", "good", "good", True)
+    assert first["scores"] == pytest.approx({"good": 0.8, "bad": 0.1, "meh": 0.1})
+    assert second["parsed"] == "bad" and sum(second["scores"].values()) == pytest.approx(1.0)
+    assert first["latency"] is not None and first["error"] is None
+
+
+def test_a_backend_that_cannot_score_fails_each_choices_row_saying_why(tmp_path) -> None:
+    out = tmp_path / "out.jsonl"
+    with FunctionBackend(parrot) as backend:  # no scorer: it cannot score
+        summary = pipeline.run(backend, ROWS, template="{{ dish }}", output=out, choices=["soup", "pie"])
+    assert (summary.done, summary.failed) == (0, 2)
+    line = read_results(out)[0]
+    assert line["status"] == "error" and line["error"]["type"] == "UnsupportedFeatureError"
+    assert "cannot score candidates" in line["error"]["message"]
+    assert "response_format=Choice" in line["error"]["message"]  # the fix
+    assert (line["scores"], line["exact"]) == (None, None)
 
 
 def test_a_reply_that_does_not_validate_is_a_failed_row_with_its_text_then_retried(tmp_path) -> None:
@@ -158,6 +201,7 @@ def test_the_format_is_checked_before_the_backend_is_loaded(tmp_path) -> None:
         ({"choices": []}, "Choice takes a list of non-empty strings"),
         ({"choices": ["a", "a"]}, "Choice options must differ"),
         ({"choices": ["a", "b"], "response_format": JSON}, "response_format and choices are both given"),
+        ({"choices": ["a"]}, "at least two labels"),
         ({"response_format": JSON, "params": {"response_format": JSON}}, "both given"),
     ],
 )
@@ -169,8 +213,10 @@ def test_bad_formats_are_refused_when_the_options_are_built(given, message) -> N
 def test_options_hold_the_checked_format_and_survive_replace() -> None:
     options = RunOptions(template="{{ a }}", output="o.jsonl", choices=["yes", "no"], params={"seed": 1})
     assert options.choices == ("yes", "no") and options.response_format is None
-    assert options.generation.response_format == OutputFormat("choice", choices=("yes", "no"))
-    assert options.call_options == {"seed": 1, "response_format": options.generation.response_format}
+    assert options.generation.response_format is None  # choices score: nothing is generated
+    assert options.call_options == {"seed": 1}
+    constrained = RunOptions(template="{{ a }}", output="o.jsonl", response_format=Choice(["yes", "no"]))
+    assert constrained.generation.response_format == OutputFormat("choice", choices=("yes", "no"))
     again = dataclasses.replace(options, concurrency=2)
     assert again.generation == options.generation
     schema = RunOptions(template="{{ a }}", output="o.jsonl", response_format=ORDER_SCHEMA)

@@ -15,8 +15,8 @@ import pytest
 from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.errors import LLMClientError
 from llmclient.retry import RetryPolicy
-from llmclient.testing.server.faults import FAULTS, TEXT, FaultHandler
 from llmclient.testing.server import LoopbackServer
+from llmclient.testing.server.faults import FAULTS, TEXT, FaultHandler
 
 # fault -> (outcome of a plain request, outcome of a stream, requests the server sees), for a fault on
 # the first request followed by normal replies. "ok" means the call succeeded after retrying.

@@ -103,7 +103,7 @@ def what_we_read(reply: ChatResponse, pieces: list[str]) -> dict[str, Any]:
         "text": reply.text,
         "finish": reply.finish_reason,
         "usage": (reply.usage.prompt_tokens, reply.usage.completion_tokens),
-        "calls": [(c["function"]["name"], c["function"]["arguments"]) for c in reply.tool_calls or []],
+        "calls": [(c.name, c.arguments) for c in reply.tool_calls],
     }
 
 

@@ -29,6 +29,12 @@ from llmclient.backends.openai.fallback import StructuredOutput, adrive, drive
 from llmclient.backends.openai.limits import AttemptLimits, within
 from llmclient.backends.openai.providers import PROVIDERS, Provider, provider_named
 from llmclient.backends.openai.schemas import StrictFormat
+from llmclient.backends.openai.scoring import (
+    MissingLogprobs,
+    first_token_request,
+    prompt_logprob_plan,
+    read_first_tokens,
+)
 from llmclient.backends.openai.settings import OpenAICompatibleSettings, with_retry_table
 from llmclient.backends.openai.transport import (
     AiohttpTransport,
@@ -41,6 +47,7 @@ from llmclient.backends.openai.wire import StreamReader, build_body, parse_compl
 from llmclient.config import BackendConfig
 from llmclient.cost import Prices
 from llmclient.errors import BackendClosedError, LLMClientError
+from llmclient.logprobs import RawScore, ScoreOptions
 from llmclient.retry import BackoffGate
 from llmclient.stops import StopCutter, find_stop
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
@@ -91,6 +98,8 @@ class OpenAICompatibleBackend(ChatBackend):
         self._gate = BackoffGate()
         self._wire = provider.wire_options(settings)
         self._structured = StructuredOutput(settings)
+        self._scoring_mode = settings.scoring or provider.scoring
+        self._missing_logprobs = MissingLogprobs(self.name, model)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if basic:
             self._headers["authorization"] = basic
@@ -268,10 +277,12 @@ class OpenAICompatibleBackend(ChatBackend):
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         reply: ChatResponse = drive(self._structured.attempts(request), self._send)  # see ``fallback``
-        return reply
+        return self._missing_logprobs.reply(request, reply)
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
-        return await adrive(self._structured.attempts(request), self._asend)
+        return self._missing_logprobs.reply(
+            request, await adrive(self._structured.attempts(request), self._asend)
+        )
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         def start(sent: ChatRequest) -> tuple[httpx2.Response, AttemptLimits]:
@@ -290,6 +301,7 @@ class OpenAICompatibleBackend(ChatBackend):
                 if not reader.finished:  # a finished reply is whole without [DONE]
                     raise (limits.expired() if limits.seconds_left() < 0.1 else exc) from exc
             yield from cutter.deltas(reader.finish(), last=True)
+        self._missing_logprobs.check(request, text=reader.text, logprobs=reader.logprobs)
 
     async def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         async def start(sent: ChatRequest) -> tuple[httpx2.Response, AttemptLimits]:
@@ -315,6 +327,7 @@ class OpenAICompatibleBackend(ChatBackend):
                         yield delta
                 for delta in cutter.deltas(reader.finish(), last=True):
                     yield delta
+            self._missing_logprobs.check(request, text=reader.text, logprobs=reader.logprobs)
         finally:
             await response.aclose()
 
@@ -329,6 +342,22 @@ class OpenAICompatibleBackend(ChatBackend):
                 self.settings.max_connections,
             )
         return await super()._achat_many(requests, concurrency)
+
+    # -- scoring (``scoring``: vLLM's prompt_logprobs, else the first token) -----------------------
+
+    def _score(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        return self._loop_thread.run(self._ascore(request, candidates, options))  # the requests overlap
+
+    async def _ascore(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        if self._scoring_mode == "prompt_logprobs":
+            plan = prompt_logprob_plan(request, candidates, options, self.name)
+            return plan.read(await asyncio.gather(*(self._asend(r) for r in plan.requests)))
+        reply = await self._asend(first_token_request(request, candidates, self.name))
+        return read_first_tokens(reply, candidates, self.name)
 
     # -- the rest of the interface ----------------------------------------------------------
 

@@ -4,7 +4,8 @@ A :class:`Provider` says where the API lives (and which variable overrides that)
 holds the key and whether one is required, how the provider spells the standard fields
 (:class:`~llmclient.backends.openai.wire.WireOptions`), and which settings class it reads. Three
 hooks add what a provider's own settings put on the wire: :meth:`Provider.headers`,
-:meth:`Provider.body_fields` and, with a ``response_format``, :meth:`Provider.structured_fields`.
+:meth:`Provider.body_fields` and, with a ``response_format`` or ``tools``,
+:meth:`Provider.constrained_fields`.
 OpenRouter's settings (attribution, routing, fallback models, ``require_parameters``) live here
 with :class:`OpenRouter`; the backend never asks which provider it talks to. A new provider is an
 object (a subclass where it needs hooks), added to :data:`PROVIDERS` or passed as ``preset=``.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from llmclient._settings import suggest
+from llmclient.backends.openai.scoring import ScoringMode
 from llmclient.backends.openai.settings import OpenAICompatibleSettings
 from llmclient.backends.openai.wire import WireOptions
 from llmclient.config import BackendConfig
@@ -37,6 +39,9 @@ class Provider:
         wire: how it spells the standard fields.
         settings_class: the settings it reads: :class:`OpenAICompatibleSettings` or a subclass
             holding the provider's own.
+        scoring: how it scores candidates (``score``, ``choose``): ``"prompt_logprobs"`` where the
+            server returns the prompt's own logprobs (vLLM; exact), else ``"first_token"`` (see
+            :mod:`llmclient.backends.openai.scoring`); the ``scoring`` setting overrides it.
     """
 
     name: str
@@ -46,6 +51,7 @@ class Provider:
     key_required: bool = False
     wire: WireOptions = field(default_factory=WireOptions)
     settings_class: type[OpenAICompatibleSettings] = OpenAICompatibleSettings
+    scoring: ScoringMode = "first_token"
 
     def headers(self, settings: OpenAICompatibleSettings) -> dict[str, str]:
         """Headers this provider's own settings add to every request (none by default)."""
@@ -55,9 +61,9 @@ class Provider:
         """Body fields this provider's own settings add to every request (none by default)."""
         return {}
 
-    def structured_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
-        """Body fields added when a request sends a ``response_format``, merged under the body's own
-        (none by default).
+    def constrained_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
+        """Body fields added when a request constrains the reply (it sends a ``response_format`` or
+        ``tools``), merged under the body's own (none by default).
         """
         return {}
 
@@ -69,7 +75,7 @@ class Provider:
             max_tokens_field=settings.max_tokens_field or self.wire.max_tokens_field,
             body_extra=extra or None,
             developer_role=settings.developer_role,
-            structured_extra=self.structured_fields(settings) or None,
+            constrained_extra=self.constrained_fields(settings) or None,
         )
 
     def adopt(self, settings: OpenAICompatibleSettings | None) -> OpenAICompatibleSettings:
@@ -115,14 +121,14 @@ class OpenRouterSettings(OpenAICompatibleSettings):
     models: list[str] | None = None
     """Fallback models, tried in order when the main one fails; sent as ``models``."""
     require_parameters: bool = True
-    """With a ``response_format``, send ``provider.require_parameters = true`` so OpenRouter routes
-    only to providers that honour the schema (a ``require_parameters`` in ``provider`` wins)."""
+    """With a ``response_format`` or ``tools``, send ``provider.require_parameters = true`` so OpenRouter
+    routes only to providers that honour them (a ``require_parameters`` in ``provider`` wins)."""
 
 
 @dataclass(frozen=True)
 class OpenRouter(Provider):
     """OpenRouter: attribution headers, provider routing and fallback models in the body, and
-    ``require_parameters`` with structured output.
+    ``require_parameters`` with structured output and tools.
     """
 
     settings_class: type[OpenAICompatibleSettings] = OpenRouterSettings
@@ -141,9 +147,9 @@ class OpenRouter(Provider):
         named = {"provider": settings.provider, "models": settings.models}
         return {key: value for key, value in named.items() if value is not None}
 
-    def structured_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
+    def constrained_fields(self, settings: OpenAICompatibleSettings) -> dict[str, Any]:
         """``provider.require_parameters = true``, unless the ``require_parameters`` setting is off:
-        without it OpenRouter may route to a provider that ignores the schema.
+        without it OpenRouter may route to a provider that ignores the schema or the tools.
         """
         if not isinstance(settings, OpenRouterSettings) or not settings.require_parameters:
             return {}
@@ -168,7 +174,9 @@ PROVIDERS: dict[str, Provider] = {
             key_env="OPENROUTER_API_KEY",
             key_required=True,
         ),
-        Provider("vllm", base_url="http://localhost:8000/v1", key_env="VLLM_API_KEY"),
+        Provider(
+            "vllm", base_url="http://localhost:8000/v1", key_env="VLLM_API_KEY", scoring="prompt_logprobs"
+        ),
         Provider("ollama", base_url="http://localhost:11434/v1", key_env="OLLAMA_API_KEY"),
     )
 }

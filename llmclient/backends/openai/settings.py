@@ -71,6 +71,10 @@ class OpenAICompatibleSettings(Settings):
     """When the model refuses ``response_format`` (HTTP 400 "not supported"): ``"error"`` raises
     ``UnsupportedFeatureError``; ``"prompt"`` sends the schema in the system message instead (the
     reply is checked the same way)."""
+    scoring: Literal["first_token", "prompt_logprobs"] | None = None
+    """How ``score``/``choose`` read candidates: ``"prompt_logprobs"`` (exact, a vLLM server) or
+    ``"first_token"`` (one call reading the likely first tokens, ``exact=False``); the provider's way
+    when unset (``vllm``: prompt_logprobs; the others: first_token)."""
     structured_retries: int | None = None
     """Times a reply that does not match ``response_format`` is sent back with the validation error;
     1 when ``structured_fallback = "prompt"``, else 0."""

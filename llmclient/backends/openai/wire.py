@@ -15,8 +15,16 @@ from typing import Any
 
 from llmclient.backends.openai.failures import error_from_event, error_from_payload, malformed, not_the_api
 from llmclient.backends.openai.schemas import response_format_field
+from llmclient.backends.openai.toolcalls import reply_calls, tools_fields
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, MalformedResponseError
-from llmclient.types import ChatRequest, ChatResponse, StreamDelta, Usage, normalise_finish_reason
+from llmclient.types import (
+    ChatRequest,
+    ChatResponse,
+    StreamDelta,
+    TokenLogprob,
+    Usage,
+    normalise_finish_reason,
+)
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,16 @@ class WireOptions:
         body_extra: fields added to every body (the provider's own and the user's ``extra_body``).
         developer_role: the role ``developer`` messages are sent as (``system`` for servers that
             do not know the newer name).
-        structured_extra: fields added under those of the body when a ``response_format`` is sent
-            (OpenRouter's ``provider.require_parameters``); a dict merges under the body's own.
+        constrained_extra: fields added under those of the body when the request constrains the reply
+            (a ``response_format`` or ``tools``: OpenRouter's ``provider.require_parameters``); a dict
+            merges under the body's own.
     """
 
     max_tokens_field: str = "max_tokens"
     supports_top_k: bool = True
     body_extra: Mapping[str, Any] | None = None
     developer_role: str = "developer"
-    structured_extra: Mapping[str, Any] | None = None
+    constrained_extra: Mapping[str, Any] | None = None
 
 
 def _message(message: Any, options: WireOptions) -> dict[str, Any]:
@@ -69,13 +78,19 @@ def build_body(model: str, request: ChatRequest, options: WireOptions, *, stream
         body["seed"] = params.seed
     if params.response_format is not None:
         body["response_format"] = response_format_field(params.response_format)
+    if params.wants_logprobs:
+        body["logprobs"] = True
+        if params.top_logprobs:
+            body["top_logprobs"] = params.top_logprobs
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     if options.body_extra:
         body.update(options.body_extra)
-    if params.response_format is not None and options.structured_extra:
-        for key, value in options.structured_extra.items():  # what the user set wins, merged
+    if params.tools:
+        body.update(tools_fields(params))
+    if (params.response_format is not None or params.tools) and options.constrained_extra:
+        for key, value in options.constrained_extra.items():  # what the user set wins, merged
             given = body.get(key)
             if isinstance(value, Mapping) and isinstance(given, Mapping):
                 body[key] = {**value, **given}
@@ -99,7 +114,8 @@ def _usage(data: Any) -> Usage | None:
     )
 
 
-_DETAIL_KEYS = ("id", "provider", "system_fingerprint", "created", "service_tier")
+_DETAIL_KEYS = ("id", "provider", "system_fingerprint", "created", "service_tier", "prompt_logprobs")
+"""Top-level reply fields kept in ``details`` (``prompt_logprobs`` is vLLM's, read by scoring)."""
 
 
 def _top_details(data: Mapping[str, Any], details: dict[str, Any]) -> None:
@@ -116,13 +132,25 @@ def _choice_details(choice: Mapping[str, Any], part: Mapping[str, Any], details:
     native = choice.get("native_finish_reason") or choice.get("finish_reason")
     if native is not None and normalise_finish_reason(native) != native:
         details["native_finish_reason"] = native
-    if choice.get("logprobs") is not None:
-        details["logprobs"] = choice["logprobs"]
     reasoning = part.get("reasoning") or part.get("reasoning_content")
     if reasoning:
         details["reasoning"] = reasoning
     if part.get("refusal"):
         details["refusal"] = part["refusal"]
+
+
+def token_logprobs(choice: Mapping[str, Any]) -> list[TokenLogprob] | None:
+    """The entries of a choice's ``logprobs.content``; ``None`` where the choice carries none at all
+    (a provider that ignores ``logprobs``), so the backend can tell "none returned" from "no tokens".
+    """
+    block = choice.get("logprobs")
+    content = block.get("content") if isinstance(block, Mapping) else None
+    if not isinstance(content, list):
+        return None
+    try:
+        return [TokenLogprob.from_dict(entry) for entry in content]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponseError(f"logprobs.content is malformed: {str(content)[:200]}") from exc
 
 
 def parse_completion(raw: bytes, *, status: int, headers: Mapping[str, str]) -> ChatResponse:
@@ -151,8 +179,9 @@ def parse_completion(raw: bytes, *, status: int, headers: Mapping[str, str]) -> 
         finish_reason=normalise_finish_reason(choice.get("finish_reason")),
         usage=_usage(data.get("usage")),
         model=str(data.get("model") or ""),
-        tool_calls=message.get("tool_calls") or None,
+        tool_calls=reply_calls(message, raw, status, headers),
         details=details,
+        logprobs=token_logprobs(choice) or [],
     )
 
 
@@ -168,6 +197,7 @@ def parse_chunk(data: Any) -> StreamDelta:
         details["model"] = data["model"]
     text = ""
     finish = None
+    logprobs: list[TokenLogprob] = []
     choices = data.get("choices") or ()
     if choices:
         choice = choices[0]
@@ -175,15 +205,17 @@ def parse_chunk(data: Any) -> StreamDelta:
         content = delta.get("content")
         if isinstance(content, str):
             text = content
-        if delta.get("tool_calls"):
+        if delta.get("tool_calls"):  # fragments, merged by the stream (llmclient.tools.fragments)
             details["tool_calls"] = delta["tool_calls"]
         _choice_details(choice, delta, details)
         finish = choice.get("finish_reason")
+        logprobs = token_logprobs(choice) or []
     return StreamDelta(
         text=text,
         finish_reason=normalise_finish_reason(finish),
         usage=_usage(data.get("usage")),
         details=details,
+        logprobs=logprobs,
     )
 
 
@@ -267,6 +299,10 @@ class StreamReader:
         self._finished = False
         self._usage = False
         self.events = 0
+        self.text = False
+        """Whether any delta carried text."""
+        self.logprobs = False
+        """Whether any delta carried token logprobs."""
 
     @property
     def finished(self) -> bool:
@@ -293,6 +329,8 @@ class StreamReader:
             delta = parse_chunk(load_event(data, event))
             self._finished = self._finished or delta.finish_reason is not None
             self._usage = self._usage or delta.usage is not None
+            self.text = self.text or bool(delta.text)
+            self.logprobs = self.logprobs or bool(delta.logprobs)
             deltas.append(delta)
         return deltas
 

@@ -20,6 +20,8 @@ stream's deltas, or an error), with the llmclient version and the time it was re
         text: Paris.
         finish_reason: stop
         usage: {prompt_tokens: 12, completion_tokens: 2}   # cost, cost_source where known
+        logprobs: [...]     # where the call asked for them: OpenAI's logprobs.content entries
+        tool_calls: [...]   # where the model called tools: {id, type, function: {name, arguments}}
         model: test-model
         backend: remote
       recorded_at: '2025-06-01T12:00:00Z'
@@ -45,7 +47,15 @@ from llmclient.errors import (
     InvalidRequestError,
 )
 from llmclient.testing.cassettes.matching import short_repr
-from llmclient.types import ChatRequest, ChatResponse, StreamDelta, Usage, normalise_finish_reason
+from llmclient.tools import ToolCall
+from llmclient.types import (
+    ChatRequest,
+    ChatResponse,
+    StreamDelta,
+    TokenLogprob,
+    Usage,
+    normalise_finish_reason,
+)
 
 _FORMAT_KEY = "llmclient_cassette"
 _FORMAT_VERSION = 1
@@ -193,6 +203,30 @@ def _finish_reason(data: Mapping[str, Any]) -> Any:
     return reason
 
 
+def _logprobs_to_list(entries: list[TokenLogprob]) -> list[dict[str, Any]]:
+    return [entry.to_dict() for entry in entries]
+
+
+def _logprobs_from_list(data: Any) -> list[TokenLogprob]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TypeError(f"'logprobs' must be a list of token entries, got {short_repr(data)}")
+    return [TokenLogprob.from_dict(entry) for entry in data]
+
+
+def _tool_calls_from_list(data: Any) -> list[ToolCall]:
+    """Recorded tool calls (the OpenAI shape ``ToolCall.to_dict`` writes); a ``ValueError`` if malformed."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TypeError(f"'tool_calls' must be a list of tool calls, got {short_repr(data)}")
+    try:
+        return [ToolCall.from_dict(call, f"tool_calls[{i}]") for i, call in enumerate(data)]
+    except InvalidRequestError as exc:
+        raise ValueError(exc.message) from None
+
+
 def response_to_dict(reply: ChatResponse) -> dict[str, Any]:
     """A reply as a cassette holds it (everything but ``latency``; empty fields left out)."""
     out: dict[str, Any] = {"text": reply.text}
@@ -200,10 +234,12 @@ def response_to_dict(reply: ChatResponse) -> dict[str, Any]:
         out["finish_reason"] = reply.finish_reason
     if reply.usage is not None:
         out["usage"] = _usage_to_dict(reply.usage)
+    if reply.logprobs:
+        out["logprobs"] = _logprobs_to_list(reply.logprobs)
     out["model"] = reply.model
     out["backend"] = reply.backend
-    if reply.tool_calls is not None:
-        out["tool_calls"] = reply.tool_calls
+    if reply.tool_calls:
+        out["tool_calls"] = [call.to_dict() for call in reply.tool_calls]
     if reply.details:
         out["details"] = dict(reply.details)
     return out
@@ -218,10 +254,11 @@ def response_from_dict(data: Mapping[str, Any]) -> ChatResponse:
             usage=_usage_from_dict(data.get("usage")),
             model=str(data.get("model", "")),
             backend=str(data.get("backend", "")),
-            tool_calls=data.get("tool_calls"),
+            tool_calls=_tool_calls_from_list(data.get("tool_calls")),
             details=dict(data.get("details") or {}),
+            logprobs=_logprobs_from_list(data.get("logprobs")),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CassetteError(
             f"'response' is malformed: {_what_is_wrong(exc)} in {short_repr(dict(data))}"
         ) from exc
@@ -239,6 +276,8 @@ def deltas_to_dicts(deltas: Iterable[StreamDelta]) -> list[dict[str, Any]]:
             item["finish_reason"] = delta.finish_reason
         if delta.usage is not None:
             item["usage"] = _usage_to_dict(delta.usage)
+        if delta.logprobs:
+            item["logprobs"] = _logprobs_to_list(delta.logprobs)
         details = dict(delta.details)
         if details != previous:
             item["details"] = details
@@ -262,9 +301,10 @@ def deltas_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[StreamDelta]:
                     finish_reason=_finish_reason(item),
                     usage=_usage_from_dict(item.get("usage")),
                     details=details,
+                    logprobs=_logprobs_from_list(item.get("logprobs")),
                 )
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise CassetteError(
                 f"'stream' delta {position} is malformed: {_what_is_wrong(exc)} in {short_repr(dict(item))}"
             ) from exc

@@ -14,6 +14,8 @@ Typical use::
   raw-socket faults (resets).
 - :mod:`~llmclient.testing.server.exchange`: :class:`Request`, :class:`Reply`, :data:`Handler`.
 - :mod:`~llmclient.testing.server.replies`: replies in the OpenAI API's shape and :class:`OpenAIHandler`.
+- :mod:`~llmclient.testing.server.toolcalls`: tool-call replies, plain and streamed with real servers'
+  quirks, and :class:`ToolCallHandler`.
 - :mod:`~llmclient.testing.server.faults`: :class:`~llmclient.testing.server.faults.FaultHandler`,
   the faults real APIs produce.
 - :mod:`~llmclient.testing.server.cli`: ``python -m llmclient.testing.server``, the server in its own
@@ -34,17 +36,29 @@ from llmclient.testing.server.replies import (
     json_reply,
     sse_reply,
 )
+from llmclient.testing.server.toolcalls import (
+    Quirks,
+    ToolCallHandler,
+    tool_call,
+    tool_call_chunks,
+    tool_call_completion,
+)
 
 __all__ = [
     "Handler",
     "LoopbackServer",
     "OpenAIHandler",
+    "Quirks",
     "Reply",
     "Request",
+    "ToolCallHandler",
     "completion",
     "completion_chunks",
     "error_reply",
     "json_reply",
     "main",
     "sse_reply",
+    "tool_call",
+    "tool_call_chunks",
+    "tool_call_completion",
 ]

@@ -1,8 +1,9 @@
 """Replies in the OpenAI API's shape, and :class:`OpenAIHandler`, which serves chat completions with them.
 
 The builders (:func:`json_reply`, :func:`error_reply`, :func:`sse_reply`, :func:`completion`,
-:func:`completion_chunks`) make the bodies a test's own handler answers with; :class:`OpenAIHandler`
-answers ``POST /v1/chat/completions`` plain or streamed, as the API does.
+:func:`completion_chunks`, :func:`token_logprobs`) make the bodies a test's own handler answers with;
+:class:`OpenAIHandler` answers ``POST /v1/chat/completions`` plain or streamed, with token logprobs
+when asked, as the API does.
 """
 
 from __future__ import annotations
@@ -84,6 +85,29 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
+def token_logprobs(tokens: Sequence[str], top: int = 0) -> list[dict[str, Any]]:
+    """The ``logprobs.content`` entries of ``tokens`` (one entry each), as OpenAI writes them.
+
+    Token ``i`` has logprob ``-0.1 * (i + 1)``; with ``top`` alternatives, the token itself comes first
+    and ``<alt1>``, ``<alt2>``, ... follow, each one lower.
+    """
+    entries = []
+    for index, token in enumerate(tokens):
+        logprob = -0.1 * (index + 1)
+        alternatives = [(token, logprob)] + [(f"<alt{k}>", logprob - 2.0 * k) for k in range(1, top)]
+        entries.append(
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives[:top]
+                ],
+            }
+        )
+    return entries
+
+
 def completion(
     text: str,
     *,
@@ -92,11 +116,13 @@ def completion(
     prompt_tokens: int = 5,
     completion_tokens: int | None = None,
     id: str = "chatcmpl-test",
+    logprobs: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Build a ``chat.completion`` object as the OpenAI API returns it for a non-streamed call.
 
     ``completion_tokens`` defaults to the number of whitespace-separated words of ``text``;
+    ``logprobs`` (entries as :func:`token_logprobs` makes them) go in ``choices[0].logprobs.content``;
     ``extra`` keys are added to (or override) the top-level object.
     """
     if completion_tokens is None:
@@ -110,7 +136,7 @@ def completion(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
+                "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
                 "finish_reason": finish_reason,
             }
         ],
@@ -153,6 +179,7 @@ def completion_chunks(
     prompt_tokens: int = 5,
     include_usage: bool = True,
     id: str = "chatcmpl-test",
+    top_logprobs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Build the ``chat.completion.chunk`` objects the OpenAI API streams for ``text``.
 
@@ -160,25 +187,31 @@ def completion_chunks(
     default one per word keeping spaces, so they join back to ``text``), a chunk with
     ``finish_reason`` and an empty delta, then, if ``include_usage``, a final chunk with
     ``"choices": []`` and the usage (as with ``stream_options={"include_usage": True}``, every
-    earlier chunk then carries ``"usage": null``).
+    earlier chunk then carries ``"usage": null``). With ``top_logprobs`` (0 or more), each content
+    chunk carries its piece's :func:`token_logprobs` entry, one token per piece.
     """
     created = int(time.time())
+    parts = _split_text(text, pieces)
+    entries = token_logprobs(parts, top_logprobs) if top_logprobs is not None else None
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish: str | None, index: int | None = None) -> dict[str, Any]:
+        logprobs = None
+        if entries is not None and index is not None:
+            logprobs = {"content": [entries[index]], "refusal": None}
         obj: dict[str, Any] = {
             "id": id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }
         if include_usage:
             obj["usage"] = None
         return obj
 
     out = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
-    out.extend(chunk({"content": piece}, None) for piece in _split_text(text, pieces))
+    out.extend(chunk({"content": piece}, None, i) for i, piece in enumerate(parts))
     out.append(chunk({}, finish_reason))
     if include_usage:
         out.append(
@@ -206,7 +239,9 @@ class OpenAIHandler:
     true), else :func:`json_reply` of :func:`completion`. ``text`` is a string or a function of the
     request body returning one; ``latency`` delays the status line; ``stream_pieces`` and
     ``chunk_delay`` shape the stream; ``model`` overrides the model echoed back (default: the
-    request's ``model``). Other paths get a 404, in OpenAI's error shape.
+    request's ``model``). A request with ``"logprobs": true`` gets :func:`token_logprobs` of the reply's
+    stream pieces (one token per word), with ``top_logprobs`` alternatives, unless ``logprobs=False``
+    (a provider that returns none). Other paths get a 404, in OpenAI's error shape.
 
     Encoded replies are cached per (text, model, stream mode), so repeated identical requests are
     cheap; their ``created`` timestamp is the one of the first such reply.
@@ -221,14 +256,16 @@ class OpenAIHandler:
         chunk_delay: float = 0.0,
         model: str | None = None,
         prompt_tokens: int = 5,
+        logprobs: bool = True,
     ) -> None:
         self.text = text
+        self.logprobs = logprobs
         self.latency = latency
         self.stream_pieces = stream_pieces
         self.chunk_delay = chunk_delay
         self.model = model
         self.prompt_tokens = prompt_tokens
-        self._cache: dict[tuple[str, str, bool, bool, int | None, int], Reply] = {}
+        self._cache: dict[tuple[str, str, bool, bool, int | None, int, int | None], Reply] = {}
 
     def __call__(self, request: Request) -> Reply:
         """Answer one request."""
@@ -253,8 +290,9 @@ class OpenAIHandler:
         if stream:
             options = body.get("stream_options") or {}
             include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        top = _top_logprobs(body) if self.logprobs else None
         # Encoding the JSON is most of the per-request cost: keep the encoded replies for reuse.
-        key = (text, model, stream, include_usage, self.stream_pieces, self.prompt_tokens)
+        key = (text, model, stream, include_usage, self.stream_pieces, self.prompt_tokens, top)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) >= 256:
@@ -266,10 +304,14 @@ class OpenAIHandler:
                     model=model,
                     prompt_tokens=self.prompt_tokens,
                     include_usage=include_usage,
+                    top_logprobs=top,
                 )
                 cached = sse_reply(events)
             else:
-                cached = json_reply(completion(text, model=model, prompt_tokens=self.prompt_tokens))
+                entries = None if top is None else token_logprobs(_split_text(text, self.stream_pieces), top)
+                cached = json_reply(
+                    completion(text, model=model, prompt_tokens=self.prompt_tokens, logprobs=entries)
+                )
             self._cache[key] = cached
         return Reply(
             status=cached.status,
@@ -279,3 +321,11 @@ class OpenAIHandler:
             delay=self.latency,
             chunk_delay=self.chunk_delay if stream else 0.0,
         )
+
+
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    """The alternatives a request asks for per token; ``None`` when it asks for no logprobs."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if isinstance(top, int) and not isinstance(top, bool) else 0
