@@ -22,6 +22,7 @@ The whole tree (``*`` marks what the retry policy retries)::
     +-- ProviderError                     a provider error that fits no narrower class
     |   +-- MalformedResponseError        a reply that is not chat completions
     +-- StructuredOutputError             a reply does not parse or validate as response_format asked
+    |   +-- tools.ToolCallError           a tool call names no offered tool, or its arguments do not fit
     +-- CassetteError                     replay found no recorded reply, or a bad cassette
     +-- pipeline.ResultsWriteError        a write failed mid-run (llmclient.pipeline)
 """

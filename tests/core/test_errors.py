@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import llmclient.errors as errors
-from llmclient import pipeline
+from llmclient import pipeline, tools
 from llmclient.errors import LLMClientError
 
 
@@ -17,12 +17,13 @@ def _drawn() -> dict[str, int]:
     for line in drawing.splitlines():
         match = re.match(r"^ {4}((?:\|   |    )*)(?:\+-- )?([\w.]+)", line)
         if match:
-            depths[match.group(2).removeprefix("pipeline.")] = len(match.group(1)) // 4 + ("+--" in line)
+            name = match.group(2).removeprefix("pipeline.").removeprefix("tools.")
+            depths[name] = len(match.group(1)) // 4 + ("+--" in line)
     return depths
 
 
 def _defined() -> dict[str, type[LLMClientError]]:
-    classes = [*vars(errors).values(), *vars(pipeline).values()]
+    classes = [*vars(errors).values(), *vars(pipeline).values(), *vars(tools).values()]
     return {c.__name__: c for c in classes if isinstance(c, type) and issubclass(c, LLMClientError)}
 
 
