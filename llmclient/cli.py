@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         help="a null field the template prints: fail the row (error, the default) or render it as empty text",
     )
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where rows run: this process (local, the default) or Ray Data (ray: --output is a folder)",
+    )
+    run.add_argument("--actors", type=int, help="with --engine ray: actors, one backend each (default 1)")
+    run.add_argument("--batch-size", type=int, default=16, help="with --engine ray: rows per batch")
+    run.add_argument("--num-gpus", type=float, help="with --engine ray: GPUs each actor takes")
     _common(run)
 
     chat = commands.add_parser(
@@ -304,7 +313,19 @@ def _run(args: argparse.Namespace) -> int:
         nulls=args.nulls,
         max_cost=args.max_cost,
     )
-    summary = run_with(resolve(args.backend, config_path=args.config), args.input, options)
+    config = resolve(args.backend, config_path=args.config)
+    if args.engine == "ray":
+        from llmclient.scale.ray import run_with as ray_run_with
+
+        resources = {"num_gpus": args.num_gpus} if args.num_gpus else None
+        actors = args.actors or 1
+        summary = ray_run_with(
+            config, args.input, options, actors=actors, batch_size=args.batch_size, resources=resources
+        )
+    else:
+        if args.actors is not None or args.num_gpus is not None:
+            raise InvalidRequestError("--actors and --num-gpus need --engine ray")
+        summary = run_with(config, args.input, options)
     print(summary)
     if summary.failed:
         print(

@@ -35,7 +35,7 @@ T = TypeVar("T")
 logger = logging.getLogger("llmclient.pipeline")
 
 
-class _Run:
+class RowRun:
     """One run's state: what it writes for each row, and the counts of its summary."""
 
     def __init__(
@@ -68,6 +68,7 @@ class _Run:
         self.budget = Budget(options.max_cost)
 
     def record(self, row_id: Any, key: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields every line of this row starts with: its id, key, kept input, backend, model."""
         keep = self.options.keep_fields
         fields = row if keep is None else {k: row[k] for k in keep if k in row}
         return {
@@ -90,6 +91,7 @@ class _Run:
         return False
 
     def write_reply(self, base: dict[str, Any], reply: ChatResponse) -> None:
+        """Record an answered row (its text, parsed value, usage and cost) and count it."""
         usage = reply.usage
         saved = self.save(
             {
@@ -173,6 +175,7 @@ class _Run:
         self.summary.cost, self.summary.priced = self.budget.spent, self.budget.priced
 
     async def answer(self, base: dict[str, Any], messages: list[Message], rate: RequestRate) -> None:
+        """Send one row (or score its choices) within the run's rate, and write what came back."""
         await rate.wait()
         choices = self.options.choices
         started = time.perf_counter()
@@ -332,7 +335,7 @@ async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -
         bar = Progress(summary, enabled=options.progress)
         if bar.enabled:
             bar.expected = count_rows(rows)
-        run = _Run(backend, options, results, summary, bar)
+        run = RowRun(backend, options, results, summary, bar)
         with tracing.RunSpan() as span:  # each row's call is a child of the run's span
             try:
                 await _rows(run, source, finished)
@@ -348,7 +351,7 @@ async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -
     return summary
 
 
-async def _rows(run: _Run, source: Iterable[dict[str, Any]], finished: Finished) -> None:
+async def _rows(run: RowRun, source: Iterable[dict[str, Any]], finished: Finished) -> None:
     """Every row of ``source``: skipped, failed, counted (dry run) or sent, ``concurrency`` at a time."""
     options, summary = run.options, run.summary
     rate = RequestRate(options.requests_per_minute)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmclient.config import BackendConfig, load
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.progress import Progress, RunSummary
-from llmclient.pipeline.runner import _Run
+from llmclient.pipeline.runner import RowRun
 from llmclient.retry import RequestRate
 from llmclient.scale.shards import Shard, new_shard_path
 from llmclient.types import Message
@@ -130,7 +130,7 @@ class RowAnswerer:
             self._gate = asyncio.Semaphore(self.options.concurrency)
         gate = self._gate
         summary = RunSummary(output=self.shard.path)
-        run = _Run(self.backend, self.options, self.shard, summary, Progress(summary, enabled=False))
+        run = RowRun(self.backend, self.options, self.shard, summary, Progress(summary, enabled=False))
         run.write_failure = self._write_failure
 
         async def one(base: dict[str, Any], messages: list[Message]) -> None:

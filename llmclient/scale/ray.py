@@ -46,7 +46,7 @@ from llmclient.pipeline.plan import Plan
 from llmclient.pipeline.progress import Progress, RunSummary
 from llmclient.pipeline.results import Finished, ResultsFile
 from llmclient.pipeline.rows import RowSource, read_rows
-from llmclient.pipeline.runner import _Run
+from llmclient.pipeline.runner import RowRun
 from llmclient.scale.actor import REPORT_COLUMN, WORK_COLUMN, BatchReport, RowAnswerer, option_fields
 from llmclient.scale.shards import Shard, check_folder, new_shard_path, scan_folder
 
@@ -148,7 +148,7 @@ def run_with(
             finished = scan_folder(folder, repair=not options.dry_run) if folder.is_dir() else Finished()
             if options.dry_run:
                 nowhere = ResultsFile(os.devnull)  # a dry run writes nothing
-                _plan(_Run(driver, options, nowhere, summary, _quiet(summary)), rows, finished)
+                _plan(RowRun(driver, options, nowhere, summary, _quiet(summary)), rows, finished)
             else:
                 pool = _Pool(config, actors, batch_size, remote, address)
                 _execute(pool, driver, options, rows, finished, summary)
@@ -213,7 +213,7 @@ def _execute(
     try:
         shard = Shard(shard_path, fsync=options.fsync)  # the driver's lines: rows that fail before sending
         try:
-            run = _Run(driver, options, shard, summary, _quiet(summary))
+            run = RowRun(driver, options, shard, summary, _quiet(summary))
             blocks = _plan(run, rows, finished, pool.batch_size)
         finally:
             shard.close()
@@ -243,7 +243,7 @@ def _execute(
 
 
 def _plan(
-    run: _Run, rows: Iterable[dict[str, Any]], finished: Finished, batch_size: int = 0
+    run: RowRun, rows: Iterable[dict[str, Any]], finished: Finished, batch_size: int = 0
 ) -> list[BlockRef]:
     """Plan each row as the batch runner does; the rows to send, in blocks of ``batch_size`` in Ray's store.
 
