@@ -6,7 +6,8 @@ modules it uses), on the first call or when the backend is built with ``load = "
 Every call, whatever its shape, becomes jobs given to the scheduler's one ``submit`` and waited on
 through the handles it returns: ``chat`` and ``chat_many`` from the calling thread, ``achat`` and
 ``achat_many`` from the event loop, ``stream`` and ``astream`` reading tokens. So a sync
-``chat_many`` involves two threads: the caller's and the model's.
+``chat_many`` involves two threads: the caller's and the model's. Scoring candidates (``score`` and
+its forms) submits score jobs the same way (:mod:`.scoring`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
@@ -27,12 +29,14 @@ from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, Hugg
 from llmclient.config import BackendConfig
 from llmclient.cost import Prices
 from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
+from llmclient.logprobs import RawScore, ScoreOptions
+from llmclient.scoring import Scored
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
 
 if TYPE_CHECKING:
     from llmclient.backends.huggingface.engine import Engine
-    from llmclient.backends.huggingface.generation import Job, Outcome
-    from llmclient.backends.huggingface.scheduler import Handle
+    from llmclient.backends.huggingface.generation import Outcome
+    from llmclient.backends.huggingface.scheduler import AnyJob, Handle
 
 _HEAVY = ("torch", "transformers", "tokenizers", "accelerate", "gguf", "safetensors", "huggingface_hub")
 
@@ -166,7 +170,7 @@ class HuggingFaceBackend(ChatBackend):
 
         started = time.perf_counter()
         engine = self._ensure()
-        items = _submit_all(engine, _prepare_all(engine, requests, concurrency), gather=None)
+        items = _submit_all(engine, _jobs(requests, partial(engine.job, max_rows=concurrency)), gather=None)
         wait_all(_handles(items))
         return self._replies(items, started)
 
@@ -178,10 +182,60 @@ class HuggingFaceBackend(ChatBackend):
 
         started = time.perf_counter()
         engine = await self._aensure()
-        jobs = await asyncio.to_thread(_prepare_all, engine, requests, concurrency)
+        jobs = await asyncio.to_thread(_jobs, requests, partial(engine.job, max_rows=concurrency))
         items = _submit_all(engine, jobs, gather=asyncio.get_running_loop())
         await await_all(_handles(items))
         return self._replies(items, started)
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def _score(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        engine = self._ensure()
+        (handle,) = engine.scheduler.submit([engine.score_job(request, candidates, options)])
+        return handle.result()
+
+    async def _ascore(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        engine = await self._aensure()
+        job = engine.score_job(request, candidates, options)
+        (handle,) = engine.scheduler.submit([job], gather=asyncio.get_running_loop())
+        return await handle
+
+    def _score_many(
+        self,
+        requests: Sequence[ChatRequest],
+        candidates: Sequence[str],
+        options: ScoreOptions,
+        concurrency: int,
+    ) -> list[Scored]:
+        """Batched like :meth:`_chat_many`: every conversation's score job submitted at once."""
+        from llmclient.backends.huggingface.scheduler import wait_all
+
+        engine = self._ensure()
+        build = partial(engine.score_job, candidates=candidates, options=options, max_rows=concurrency)
+        items = _submit_all(engine, _jobs(requests, build), gather=None)
+        wait_all(_handles(items))
+        return _settled_items(items)
+
+    async def _ascore_many(
+        self,
+        requests: Sequence[ChatRequest],
+        candidates: Sequence[str],
+        options: ScoreOptions,
+        concurrency: int,
+    ) -> list[Scored]:
+        """Async :meth:`_score_many`: the jobs are prepared off the event loop, then all submitted."""
+        from llmclient.backends.huggingface.scheduler import await_all
+
+        engine = await self._aensure()
+        build = partial(engine.score_job, candidates=candidates, options=options, max_rows=concurrency)
+        jobs = await asyncio.to_thread(_jobs, requests, build)
+        items = _submit_all(engine, jobs, gather=asyncio.get_running_loop())
+        await await_all(_handles(items))
+        return _settled_items(items)
 
     def _close(self) -> None:
         with self._engine_lock:
@@ -234,7 +288,7 @@ class HuggingFaceBackend(ChatBackend):
         return await asyncio.to_thread(self._ensure)
 
     def _replies(
-        self, items: list[Handle | LLMClientError], started: float
+        self, items: list[Handle[Any] | LLMClientError], started: float
     ) -> list[ChatResponse | LLMClientError]:
         """The reply or typed error of each settled item, in order."""
         replies: list[ChatResponse | LLMClientError] = []
@@ -254,6 +308,7 @@ class HuggingFaceBackend(ChatBackend):
             finish_reason=outcome.finish_reason,
             usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=len(outcome.token_ids)),
             model=self.model,
+            logprobs=self._ensure().texts.entries(outcome.steps) if outcome.steps else [],
         )
 
 
@@ -267,30 +322,43 @@ def from_config(config: BackendConfig) -> HuggingFaceBackend:
     )
 
 
-def _prepare_all(
-    engine: Engine, requests: Sequence[ChatRequest], max_rows: int
-) -> list[Job | LLMClientError]:
-    """A job for each request, or the typed error that request raised."""
-    jobs: list[Job | LLMClientError] = []
+def _jobs(
+    requests: Sequence[ChatRequest], build: Callable[[ChatRequest], AnyJob]
+) -> list[AnyJob | LLMClientError]:
+    """A job for each request (``build``), or the typed error that request raised."""
+    jobs: list[AnyJob | LLMClientError] = []
     for request in requests:
         try:
-            jobs.append(engine.job(request, max_rows=max_rows))
+            jobs.append(build(request))
         except LLMClientError as exc:
             jobs.append(exc)
     return jobs
 
 
 def _submit_all(
-    engine: Engine, jobs: list[Job | LLMClientError], gather: asyncio.AbstractEventLoop | None
-) -> list[Handle | LLMClientError]:
-    """Submit every job at once; each error stays in its place."""
-    handles = iter(
-        engine.scheduler.submit([j for j in jobs if not isinstance(j, LLMClientError)], gather=gather)
-    )
+    engine: Engine, jobs: Sequence[AnyJob | LLMClientError], gather: asyncio.AbstractEventLoop | None
+) -> list[Handle[Any] | LLMClientError]:
+    """Submit every job at once (all of one kind); each error stays in its place."""
+    given: list[Any] = [j for j in jobs if not isinstance(j, LLMClientError)]
+    handles = iter(engine.scheduler.submit(given, gather=gather))
     return [j if isinstance(j, LLMClientError) else next(handles) for j in jobs]
 
 
-def _handles(items: list[Handle | LLMClientError]) -> list[Handle]:
+def _settled_items(items: list[Handle[Any] | LLMClientError]) -> list[Scored]:
+    """The raw scores or typed error of each settled score item, in order."""
+    out: list[Scored] = []
+    for item in items:
+        if isinstance(item, LLMClientError):
+            out.append(item)
+            continue
+        try:
+            out.append(item.result())
+        except LLMClientError as exc:
+            out.append(exc)
+    return out
+
+
+def _handles(items: list[Handle[Any] | LLMClientError]) -> list[Handle[Any]]:
     return [item for item in items if not isinstance(item, LLMClientError)]
 
 

@@ -6,15 +6,21 @@ This is the one module the backend imports lazily: importing it imports torch an
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import torch
 
 from llmclient.backends.huggingface.generation import Generator, Job, check_extra, resolve_sampling
 from llmclient.backends.huggingface.loading import LoadedModel, context_window, load, model_class_for
+from llmclient.backends.huggingface.logprobs import TokenTexts
 from llmclient.backends.huggingface.prompting import Prompt, PromptBuilder, read_template
 from llmclient.backends.huggingface.scheduler import Scheduler
+from llmclient.backends.huggingface.scoring import ScoreJob, candidate_ids, end_of_turn_id, refuse_unscorable
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
+from llmclient.errors import UnsupportedFeatureError
+from llmclient.logprobs import ScoreOptions
 from llmclient.types import ChatRequest
 
 
@@ -39,6 +45,7 @@ class Engine:
             system_role=settings.system_role,
             encoder_decoder=loaded.is_seq2seq,
         )
+        self.texts = TokenTexts(loaded.tokenizer)
         self.window = settings.context_window or context_window(loaded.model.config)
         self.scheduler = Scheduler(
             self.generator, token_budget=settings.batch_token_budget, max_rows=settings.max_batch_size
@@ -88,7 +95,39 @@ class Engine:
             extra=params.extra,
             max_rows=max_rows,
             grammar=None if fmt is None else self.generator.grammars.compile(fmt),
+            top_logprobs=(params.top_logprobs or 0) if params.wants_logprobs else None,
         )
+
+    def score_job(
+        self,
+        request: ChatRequest,
+        candidates: Sequence[str],
+        options: ScoreOptions,
+        *,
+        max_rows: int = 1 << 30,
+    ) -> ScoreJob:
+        """Turn a checked request and its candidates into a score job: the prompt fitted to the window
+        with room for the longest candidate, each candidate's ids as the reply (:mod:`.scoring`).
+        """
+        refuse_unscorable(self.is_seq2seq, self.name)
+        end = None
+        if options.end_of_turn:
+            end = self.end_of_turn
+            if end is None:
+                raise UnsupportedFeatureError(
+                    f"{self.name!r} has no end-of-turn or end-of-sequence token to score candidates "
+                    f"with; pass end_of_turn=False to score them as the start of the reply"
+                )
+        longest = max(len(self.prompts.encode_piece(c)) for c in candidates) + (end is not None)
+        prompt = self.fit(request, longest)
+        return ScoreJob(
+            prompt=prompt, candidates=candidate_ids(self.prompts, prompt, candidates, end), max_rows=max_rows
+        )
+
+    @cached_property
+    def end_of_turn(self) -> int | None:
+        """The template's end-of-turn token id (:func:`~.scoring.end_of_turn_id`)."""
+        return end_of_turn_id(self.tokenizer, self.prompts)
 
     def fit(self, request: ChatRequest, max_new_tokens: int) -> Prompt:
         """The prompt for ``request`` under the configured context policy."""

@@ -19,8 +19,11 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from llmclient.backends.huggingface.constrained import GrammarMask, Grammars
 from llmclient.backends.huggingface.grammars import Grammar
+from llmclient.backends.huggingface.logprobs import LogprobRecorder, SettlingStreamer, Step
 from llmclient.backends.huggingface.prompting import Prompt
+from llmclient.backends.huggingface.scoring import ScoreJob, score_batch
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError, ProviderError
+from llmclient.logprobs import RawScore
 from llmclient.stops import find_stop
 from llmclient.types import GenerationParams
 
@@ -105,6 +108,10 @@ class Job:
         cancel: set to stop this row (a closed stream, a cancelled task).
         grammar: the compiled ``response_format`` the reply is constrained to, or ``None``; rows
             with different grammars, or none, share a batch.
+        top_logprobs: how many alternatives per token to record with each token's logprob, or
+            ``None`` for no logprobs (rows that want them and rows that do not share a batch).
+        steps: where the recorder appends this row's tokens and logprobs as they are chosen (a
+            stream's reader reads them from here).
     """
 
     prompt: Prompt
@@ -115,6 +122,13 @@ class Job:
     max_rows: int = 1 << 30
     cancel: threading.Event = field(default_factory=threading.Event)
     grammar: Grammar | None = None
+    top_logprobs: int | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def weight(self) -> int:
+        """Rows this job adds to a batch."""
+        return 1
 
     @property
     def batch_key(self) -> tuple[Any, ...]:
@@ -136,12 +150,15 @@ class Outcome:
         token_ids: the new tokens generated, up to and including the one that ended the row.
         finish_reason: ``stop`` (end of sequence or a stop string) or ``length``.
         prompt_tokens: tokens in the prompt.
+        steps: the logprobs of the reply's tokens (the end-of-sequence token left out, as from its
+            text), where the job asked for them; empty otherwise.
     """
 
     text: str
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
+    steps: list[Step] = field(default_factory=list)
 
 
 class RowTracker(StoppingCriteria):
@@ -247,16 +264,18 @@ class Generator:
             "pad_token_id": pad_id,
             "eos_token_id": sorted(eos_ids) or None,
         }
+        recorder = _recorder(jobs)
         if streamer is not None:
-            kwargs["streamer"] = streamer
+            kwargs["streamer"] = streamer if recorder is None else SettlingStreamer(streamer, recorder)
         with self.lock:
             mask = self._mask(jobs, eos_ids)
             tracker = RowTracker(jobs, eos_ids, self.tokenizer, mask)
             kwargs["stopping_criteria"] = StoppingCriteriaList([tracker])
-            if mask is not None:
-                kwargs["logits_processor"] = LogitsProcessorList(
-                    [*(kwargs.get("logits_processor") or ()), mask]
-                )
+            processors = [
+                p for p in (recorder, *(kwargs.get("logits_processor") or ()), mask) if p is not None
+            ]
+            if processors:
+                kwargs["logits_processor"] = LogitsProcessorList(processors)
             device = self.model.device
             try:
                 with _seeded(jobs[0].sampling.seed, device):
@@ -267,11 +286,30 @@ class Generator:
                 raise
             except Exception as exc:
                 raise _generation_error(exc, len(jobs), width, max_new_tokens, device) from exc
+            if recorder is not None:
+                recorder.settle(sequences[:, -1])
             new_tokens = sequences[:, tracker.offset :].tolist()
         return [
             self._outcome(job, new_tokens[row], tracker.ends[row], tracker.endings[row])
             for row, job in enumerate(jobs)
         ]
+
+    def score(self, jobs: Sequence[ScoreJob], token_budget: int) -> list[list[RawScore]]:
+        """Score the candidates of ``jobs`` in one batch (:func:`~.scoring.score_batch`)."""
+        pad_id = _pad_id(
+            self.model.generation_config,
+            self.tokenizer,
+            _eos_ids(self.model.generation_config, self.tokenizer),
+        )
+        with self.lock:
+            try:
+                return score_batch(self.model, jobs, pad_id=pad_id, token_budget=token_budget)
+            except LLMClientError:
+                raise
+            except Exception as exc:
+                width = max(len(job.prompt.ids) for job in jobs)
+                longest = max(job.max_new_tokens for job in jobs)
+                raise _generation_error(exc, len(jobs), width, longest, self.model.device) from exc
 
     def _mask(self, jobs: Sequence[Job], eos_ids: frozenset[int]) -> GrammarMask | None:
         """The grammar mask of a batch with constrained rows; ``None`` (no processor) without."""
@@ -281,15 +319,31 @@ class Generator:
 
     def _outcome(self, job: Job, tokens: list[int], end: int | None, ending: Ending | None) -> Outcome:
         kept = tokens[:end] if end is not None else tokens
-        text, stopped = self.final_text(kept[:-1] if ending == "eos" else kept, job.stop)
+        shown = kept[:-1] if ending == "eos" else kept
+        text, stopped = self.final_text(shown, job.stop)
         finish: Literal["stop", "length"] = "stop" if stopped or ending in ("eos", "grammar") else "length"
-        return Outcome(text=text, token_ids=kept, finish_reason=finish, prompt_tokens=len(job.prompt.ids))
+        return Outcome(
+            text=text,
+            token_ids=kept,
+            finish_reason=finish,
+            prompt_tokens=len(job.prompt.ids),
+            steps=job.steps[: len(shown)],
+        )
 
     def final_text(self, tokens: list[int], stops: Sequence[str]) -> tuple[str, bool]:
         """The reply text of ``tokens``, cut at the first stop string, and whether one was found."""
         text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cut = find_stop(text, stops) if stops else None
         return (text, False) if cut is None else (text[:cut], True)
+
+
+def _recorder(jobs: Sequence[Job]) -> LogprobRecorder | None:
+    """The logprob recorder of a batch where some row asked for logprobs; ``None`` (no cost) otherwise."""
+    if all(job.top_logprobs is None for job in jobs):
+        return None
+    return LogprobRecorder(
+        [None if job.top_logprobs is None else (job.steps, job.top_logprobs) for job in jobs]
+    )
 
 
 def check_extra(extra: Mapping[str, Any]) -> None:

@@ -114,6 +114,23 @@ class PromptBuilder:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=self.plain)
         return ids
 
+    def encode_piece(self, text: str) -> list[int]:
+        """Token ids of a piece of text on its own: no special tokens added."""
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    def render_reply(self, conversation: list[dict[str, Any]], reply: str) -> str:
+        """The template's text for ``conversation`` followed by the assistant's ``reply`` (no
+        generation prompt): what it writes around a reply shows its end-of-turn marker.
+        """
+        text: str = self._tokenizer.apply_chat_template(
+            [*conversation, {"role": "assistant", "content": reply}],
+            chat_template=self._template,
+            add_generation_prompt=False,
+            tokenize=False,
+        )
+        return text
+
     def prompt(self, messages: Sequence[Message]) -> Prompt:
         """Render and tokenise ``messages`` as they are."""
         text = self.render(messages)

@@ -15,6 +15,12 @@ thread that calls them. Calling the model from a fresh thread per stream cost 1.
 Batches are planned by :func:`plan_batches`: jobs that may share a ``generate`` call (the same
 sampling) are grouped, sorted by prompt length so a batch pads little, and cut so that rows x
 (longest prompt + most new tokens) fits a token budget, which bounds the KV cache one batch needs.
+
+Two kinds of job go through ``submit``: a :class:`~.generation.Job` (a reply, its handle gives an
+:class:`~.generation.Outcome`) and a :class:`~.scoring.ScoreJob` (candidates to score, its handle
+gives their :class:`~llmclient.logprobs.RawScore` s). Score jobs form batches of their own (their
+``batch_key`` is shared by no generation job), each conversation weighing one row per candidate, and
+run through :meth:`Generator.score <.generation.Generator.score>` instead of ``generate``.
 """
 
 from __future__ import annotations
@@ -25,13 +31,19 @@ import queue
 import threading
 from collections import abc
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from llmclient.backends.huggingface.generation import Generator, Job, Outcome
+from llmclient.backends.huggingface.scoring import ScoreJob
 from llmclient.errors import BackendUnavailableError
+from llmclient.logprobs import RawScore
+
+R = TypeVar("R")
+AnyJob = Job | ScoreJob
+"""What ``submit`` takes: a reply to generate, or candidates to score."""
 
 
-class Handle:
+class Handle(Generic[R]):
     """One submitted job: wait on it from a thread, await it from a coroutine, or read its tokens.
 
     ``handle.result()`` waits from sync code and ``await handle`` from async code; leaving either
@@ -41,9 +53,9 @@ class Handle:
     each new token as it is made.
     """
 
-    def __init__(self, job: Job, *, stream: bool = False) -> None:
+    def __init__(self, job: AnyJob, *, stream: bool = False) -> None:
         self.job = job
-        self.future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
+        self.future: concurrent.futures.Future[R] = concurrent.futures.Future()
         self._tokens: queue.SimpleQueue[list[int] | None] | None = queue.SimpleQueue() if stream else None
         self._prompt_seen = False
         self._arrived: asyncio.Event | None = None
@@ -54,12 +66,12 @@ class Handle:
         """Whether this is a stream's handle (it runs alone, with the handle as its streamer)."""
         return self._tokens is not None
 
-    def result(self, timeout: float | None = None) -> Outcome:
+    def result(self, timeout: float | None = None) -> R:
         """The reply, waited for from this thread; raises what ended the job, or ``TimeoutError``."""
         wait_all([self], timeout)
         return self.future.result()
 
-    def __await__(self) -> abc.Generator[Any, None, Outcome]:
+    def __await__(self) -> abc.Generator[Any, None, R]:
         """The reply, awaited; cancelling the awaiting task cancels the job."""
         yield from await_all([self]).__await__()
         return self.future.result()
@@ -138,7 +150,7 @@ class Handle:
         """Mark the job as running; false if it was cancelled first."""
         return not self.job.cancel.is_set() and self.future.set_running_or_notify_cancel()
 
-    def finish(self, outcome: Outcome | BaseException) -> None:
+    def finish(self, outcome: R | BaseException) -> None:
         """Give a claimed job its reply or the error that ended it."""
         if isinstance(outcome, BaseException):
             self.future.set_exception(outcome)
@@ -147,7 +159,7 @@ class Handle:
         self._push(None)
 
 
-def wait_all(handles: Sequence[Handle], timeout: float | None = None) -> None:
+def wait_all(handles: Sequence[Handle[Any]], timeout: float | None = None) -> None:
     """Wait from this thread until every handle is settled; leaving early cancels them all.
 
     Any exception that interrupts the wait (KeyboardInterrupt, ``TimeoutError`` after ``timeout``
@@ -163,7 +175,7 @@ def wait_all(handles: Sequence[Handle], timeout: float | None = None) -> None:
         raise
 
 
-async def await_all(handles: Sequence[Handle]) -> None:
+async def await_all(handles: Sequence[Handle[Any]]) -> None:
     """Await every handle being settled; cancelling the awaiting task cancels them all."""
     if not handles:
         return
@@ -175,7 +187,7 @@ async def await_all(handles: Sequence[Handle]) -> None:
         raise
 
 
-def _watched(future: concurrent.futures.Future[Outcome]) -> asyncio.Future[Outcome]:
+def _watched(future: concurrent.futures.Future[R]) -> asyncio.Future[R]:
     """``future`` as an asyncio future; its error is read from ``future`` itself, not from this one."""
     waiter = asyncio.wrap_future(future)
     waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -195,32 +207,45 @@ class Scheduler:
         self._generator: Generator | None = generator
         self._token_budget = token_budget
         self._max_rows = max_rows
-        self._queue: queue.SimpleQueue[list[Handle] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Handle[Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._running: list[Handle] = []
-        self._gathering: dict[asyncio.AbstractEventLoop, list[Handle]] = {}
+        self._running: list[Handle[Any]] = []
+        self._gathering: dict[asyncio.AbstractEventLoop, list[Handle[Any]]] = {}
 
     @property
     def thread(self) -> threading.Thread | None:
         """The worker thread, once the first job has started it."""
         return self._thread
 
+    @overload
     def submit(
         self, jobs: Sequence[Job], *, stream: bool = False, gather: asyncio.AbstractEventLoop | None = None
-    ) -> list[Handle]:
+    ) -> list[Handle[Outcome]]: ...
+
+    @overload
+    def submit(
+        self, jobs: Sequence[ScoreJob], *, gather: asyncio.AbstractEventLoop | None = None
+    ) -> list[Handle[list[RawScore]]]: ...
+
+    def submit(
+        self, jobs: Sequence[AnyJob], *, stream: bool = False, gather: asyncio.AbstractEventLoop | None = None
+    ) -> list[Handle[Any]]:
         """Queue ``jobs`` for the worker; their handles come back in the same order.
 
         Args:
-            jobs: what to generate.
-            stream: the jobs run alone, one at a time, each handle receiving its tokens.
+            jobs: what to generate (:class:`Job`) or to score (:class:`ScoreJob`).
+            stream: the jobs run alone, one at a time, each handle receiving its tokens (generation
+                jobs only).
             gather: the running event loop, for async callers: the jobs join the queue when the
                 loop's current turn ends, with everything else submitted in that turn, so the
                 tasks of one ``asyncio.gather`` share a batch. Sync callers leave it out (their jobs
                 are queued at once; a sync wait inside the loop would never see the turn end).
         """
-        handles = [Handle(job, stream=stream) for job in jobs]
+        if stream and any(isinstance(job, ScoreJob) for job in jobs):
+            raise TypeError("a score job has no tokens to stream")
+        handles: list[Handle[Any]] = [Handle(job, stream=stream) for job in jobs]
         if not handles:
             return handles
         if gather is None:
@@ -256,7 +281,7 @@ class Scheduler:
             bucket = self._gathering.pop(loop, [])
         self._enqueue(bucket)
 
-    def _enqueue(self, handles: list[Handle]) -> None:
+    def _enqueue(self, handles: list[Handle[Any]]) -> None:
         with self._lock:
             if not self._closed:
                 if self._thread is None:
@@ -271,7 +296,7 @@ class Scheduler:
     # -- on the worker thread ------------------------------------------------------------------
 
     def _serve(self) -> None:
-        waiting: list[Handle] = []
+        waiting: list[Handle[Any]] = []
         while not self._closed:
             if not waiting:
                 waiting.extend(self._queue.get() or [])  # blocks; close() wakes it with None
@@ -281,7 +306,7 @@ class Scheduler:
         self._drain(waiting)  # nothing is queued once closed is seen
         _fail(waiting)
 
-    def _drain(self, waiting: list[Handle]) -> None:
+    def _drain(self, waiting: list[Handle[Any]]) -> None:
         """Add everything queued up to ``waiting``, without blocking."""
         while True:
             try:
@@ -289,7 +314,7 @@ class Scheduler:
             except queue.Empty:
                 return
 
-    def _step(self, waiting: list[Handle]) -> list[Handle]:
+    def _step(self, waiting: list[Handle[Any]]) -> list[Handle[Any]]:
         """Run one stream, or else one planned batch; return what still waits."""
         waiting = [h for h in waiting if not h.future.cancelled()]
         stream = next((h for h in waiting if h.streams), None)
@@ -312,11 +337,18 @@ class Scheduler:
         taken = {id(h) for h in chosen}
         return [h for h in waiting if id(h) not in taken]
 
-    def _run(self, live: list[Handle]) -> None:
+    def _run(self, live: list[Handle[Any]]) -> None:
         generator = self._generator
         assert generator is not None  # released only once this thread has ended
+        jobs = [h.job for h in live]
         try:
-            outcomes = generator.run([h.job for h in live], live[0] if live[0].streams else None)
+            outcomes: Sequence[Any]
+            if isinstance(jobs[0], ScoreJob):
+                outcomes = generator.score([j for j in jobs if isinstance(j, ScoreJob)], self._token_budget)
+            else:
+                outcomes = generator.run(
+                    [j for j in jobs if isinstance(j, Job)], live[0] if live[0].streams else None
+                )
         except BaseException as exc:
             for handle in live:
                 handle.finish(exc)
@@ -328,36 +360,40 @@ class Scheduler:
                 self._running = []
 
 
-def _fail(handles: list[Handle]) -> None:
+def _fail(handles: list[Handle[Any]]) -> None:
     """Fail jobs that can no longer run: the backend was closed."""
     for handle in handles:
         if handle.claim():
             handle.finish(BackendUnavailableError("the backend was closed before this request ran"))
 
 
-def plan_batches(jobs: Sequence[Job], *, token_budget: int, max_rows: int) -> list[list[Job]]:
+def plan_batches(jobs: Sequence[AnyJob], *, token_budget: int, max_rows: int) -> list[list[AnyJob]]:
     """Cut ``jobs`` into batches that share a :attr:`Job.batch_key`, of similar prompt lengths.
 
     A batch holds at most ``max_rows`` jobs (and no more than any of its jobs' own ``max_rows``), and
-    rows x (longest prompt + most new tokens) stays within ``token_budget``. A job that alone exceeds
+    rows x (longest prompt + most new tokens) stays within ``token_budget``, where a generation job
+    is one row and a score job one per candidate. A job that alone exceeds
     the budget still runs, alone. A ``response_format`` never splits a batch: each row keeps its own
     grammar (or none) inside the shared ``generate`` call.
     """
-    groups: dict[tuple[Any, ...], list[Job]] = {}
+    groups: dict[tuple[Any, ...], list[AnyJob]] = {}
     for job in jobs:
         groups.setdefault(job.batch_key, []).append(job)
-    batches: list[list[Job]] = []
+    batches: list[list[AnyJob]] = []
     for group in groups.values():
-        batch: list[Job] = []
-        width = new = 0
+        batch: list[AnyJob] = []
+        width = new = rows = 0
         cap = max_rows
         for job in sorted(group, key=lambda j: len(j.prompt.ids)):
             length = len(job.prompt.ids)
             grown = (max(width, length), max(new, job.max_new_tokens), min(cap, job.max_rows))
-            if batch and ((len(batch) + 1) * (grown[0] + grown[1]) > token_budget or len(batch) >= grown[2]):
+            if batch and (
+                (rows + job.weight) * (grown[0] + grown[1]) > token_budget or len(batch) >= grown[2]
+            ):
                 batches.append(batch)
-                batch, grown = [], (length, job.max_new_tokens, min(max_rows, job.max_rows))
+                batch, rows, grown = [], 0, (length, job.max_new_tokens, min(max_rows, job.max_rows))
             batch.append(job)
+            rows += job.weight
             width, new, cap = grown
         if batch:
             batches.append(batch)

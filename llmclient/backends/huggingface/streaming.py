@@ -6,6 +6,10 @@ streaming costs about what plain ``generate`` does. Text is released only when i
 that ends inside a multi-byte character (UTF-8 or byte-fallback pieces) waits for the rest, and text
 that may be the start of a stop string waits until it is clear that it is not.
 
+With ``logprobs``, each delta carries the entries of the tokens whose text it releases (a token
+held back with its text waits with it), and the last delta the rest, so the stream's joined entries
+equal ``chat``'s.
+
 Errors raised inside ``generate`` reach the consumer as the handle's result instead of leaving it
 waiting (transformers issue 22576). Closing the stream cancels its handle: the row tracker stops the
 row at the next step, and ``close()`` returns once the worker has let go, so the model is free again.
@@ -19,6 +23,8 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from llmclient.backends.huggingface.generation import Job, Outcome
+from llmclient.backends.huggingface.logprobs import TokenTexts
+from llmclient.logprobs import TokenLogprob
 from llmclient.stops import find_stop, held_back
 from llmclient.types import StreamDelta, Usage
 
@@ -87,14 +93,48 @@ class StreamText:
             return ""
         return final_text[len(shown) :]
 
-    def last(self, outcome: Outcome, model_name: str) -> StreamDelta:
-        """The stream's last delta: the rest of the text, the finish reason and the usage."""
+    def last(
+        self, outcome: Outcome, model_name: str, logprobs: list[TokenLogprob] | None = None
+    ) -> StreamDelta:
+        """The last delta: the rest of the text (and its logprobs), the finish reason and the usage."""
         return StreamDelta(
             text=self.finish(outcome.text),
             finish_reason=outcome.finish_reason,
             usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=len(outcome.token_ids)),
             details={"model": model_name},
+            logprobs=logprobs or [],
         )
+
+
+class StreamLogprobs:
+    """The logprob entries of a stream's tokens, handed out with the text they belong to.
+
+    The worker appends each token's step to the job before the reader is handed the token, so the
+    steps of every token read are there.
+    """
+
+    def __init__(self, texts: TokenTexts, job: Job) -> None:
+        self._texts = texts
+        self._steps = job.steps
+        self._wanted = job.top_logprobs is not None
+        self._seen = 0
+        self._sent = 0
+
+    def feed(self, ids: list[int]) -> None:
+        """Count the tokens read."""
+        self._seen += len(ids)
+
+    def take(self) -> list[TokenLogprob]:
+        """The entries of the tokens read since the last take (none where logprobs were not asked)."""
+        if not self._wanted:
+            return []
+        entries = self._texts.entries(self._steps[self._sent : self._seen])
+        self._sent = max(self._sent, self._seen)
+        return entries
+
+    def rest(self, outcome: Outcome) -> list[TokenLogprob]:
+        """The entries of the reply's tokens not yet handed out (the end-of-sequence token left out)."""
+        return self._texts.entries(outcome.steps[self._sent :])
 
 
 def stream(engine: Engine, job: Job, model_name: str) -> Iterator[StreamDelta]:
@@ -103,11 +143,14 @@ def stream(engine: Engine, job: Job, model_name: str) -> Iterator[StreamDelta]:
     """
     (handle,) = engine.scheduler.submit([job], stream=True)
     text = StreamText(engine.tokenizer, job.stop)
+    marks = StreamLogprobs(engine.texts, job)
     try:
         for ids in handle.tokens():
+            marks.feed(ids)
             if piece := text.feed(ids):
-                yield StreamDelta(text=piece)
-        yield text.last(handle.result(), model_name)
+                yield StreamDelta(text=piece, logprobs=marks.take())
+        outcome = handle.result()
+        yield text.last(outcome, model_name, marks.rest(outcome))
     finally:
         handle.close()
 
@@ -116,10 +159,13 @@ async def astream(engine: Engine, job: Job, model_name: str) -> AsyncGenerator[S
     """Async :func:`stream`: the worker wakes the event loop for each token, no pump thread."""
     (handle,) = engine.scheduler.submit([job], stream=True, gather=asyncio.get_running_loop())
     text = StreamText(engine.tokenizer, job.stop)
+    marks = StreamLogprobs(engine.texts, job)
     try:
         async for ids in handle.atokens():
+            marks.feed(ids)
             if piece := text.feed(ids):
-                yield StreamDelta(text=piece)
-        yield text.last(await handle, model_name)
+                yield StreamDelta(text=piece, logprobs=marks.take())
+        outcome = await handle
+        yield text.last(outcome, model_name, marks.rest(outcome))
     finally:
         await handle.aclose()
