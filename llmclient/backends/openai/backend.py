@@ -244,15 +244,20 @@ class OpenAICompatibleBackend(ChatBackend):
     async def _apost(self, request: ChatRequest, content: bytes) -> ChatResponse:
         limits = AttemptLimits(self.settings.deadline)
         with self._boundary():
-            try:
-                response = await within(limits.seconds_left(), self._aopen(content, stream=False))
-                try:
-                    await within(limits.seconds_left(), response.aread())
-                finally:
-                    await response.aclose()
+            try:  # one deadline over sending and reading the whole body
+                response = await within(limits.seconds_left(), self._aexchange(content))
             except asyncio.TimeoutError:
                 raise limits.expired() from None
             return self._reply(request, response, response.content)
+
+    async def _aexchange(self, content: bytes) -> httpx2.Response:
+        """Send ``content`` and read the whole reply."""
+        response = await self._aopen(content, stream=False)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _start(self, content: bytes) -> tuple[httpx2.Response, AttemptLimits]:
         limits = AttemptLimits(self.settings.deadline, self.settings.stream_idle_timeout)
