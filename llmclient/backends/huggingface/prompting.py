@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from llmclient.backends.huggingface.toolcalls import tool_history
 from llmclient.errors import ChatTemplateError, ConfigError, ContextWindowExceededError
 from llmclient.types import Message
 
@@ -76,6 +77,7 @@ class PromptBuilder:
         self._template = chat_template or getattr(tokenizer, "chat_template", None)
         self._system_role = system_role
         self.plain = not self._template and encoder_decoder
+        self._tools: list[dict[str, Any]] | None = None  # bound per request by .toolcalls
 
     def render(self, messages: Sequence[Message]) -> str:
         """The exact text the model is given for ``messages``, generation prompt included."""
@@ -87,7 +89,7 @@ class PromptBuilder:
                 f"into its prompt. Set chat_template in the backend config to a Jinja template string or "
                 f"the path of a .jinja file (e.g. the ChatML template of a similar model)"
             )
-        conversation = [_to_template_dict(m) for m in messages]
+        conversation = tool_history([_to_template_dict(m) for m in messages])
         if self._system_role == "merge":
             conversation = _merge_system(conversation)
         try:
@@ -202,7 +204,11 @@ class PromptBuilder:
 
     def _apply(self, conversation: list[dict[str, Any]]) -> str:
         text: str = self._tokenizer.apply_chat_template(
-            conversation, chat_template=self._template, add_generation_prompt=True, tokenize=False
+            conversation,
+            chat_template=self._template,
+            add_generation_prompt=True,
+            tokenize=False,
+            **({"tools": self._tools} if self._tools else {}),
         )
         return text
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmclient._settings import Settings
+from llmclient.backends.huggingface.toolprofiles import PROFILES
 from llmclient.cost import Prices
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -62,6 +63,11 @@ class HuggingFaceSettings(Settings):
     bounds the KV cache a batch needs."""
     max_batch_size: int = 32
     """Most conversations in one batched ``generate``."""
+    tool_profile: str | None = None
+    """How tools are shown to a model whose chat template does not read ``tools``, and how its calls
+    are written and read: ``smollm2`` (the default for the built-in alias), ``hermes`` (also
+    ``qwen2.5``) or ``llama3``. Unset, a template that reads ``tools`` renders them, and another model
+    given tools raises UnsupportedFeatureError."""
     load: Literal["lazy", "eager"] = "lazy"
     """``lazy`` loads the model on the first call; ``eager`` when the backend is built."""
     prices: Prices = field(default_factory=Prices)
@@ -73,6 +79,8 @@ class HuggingFaceSettings(Settings):
         """A dtype that names no dtype, and sizes below 1."""
         if self.dtype.lower() not in DTYPE_NAMES:
             yield "dtype", "unknown dtype", f"Use one of {', '.join(DTYPE_NAMES)}"
+        if self.tool_profile is not None and self.tool_profile not in PROFILES:
+            yield "tool_profile", "unknown tool profile", f"Use one of {', '.join(sorted(PROFILES))}"
         for key in ("batch_token_budget", "max_batch_size", "context_window"):
             value = getattr(self, key)
             if value is not None and value < 1:

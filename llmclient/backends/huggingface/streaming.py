@@ -137,12 +137,21 @@ class StreamLogprobs:
         return self._texts.entries(outcome.steps[self._sent :])
 
 
+def _text_of(engine: Engine, job: Job) -> StreamText:
+    """The stream's text: plain, or text up to a tool call where the job has tools (:mod:`.toolstream`)."""
+    if job.tools is None:
+        return StreamText(engine.tokenizer, job.stop)
+    from llmclient.backends.huggingface.toolstream import ToolStreamText
+
+    return ToolStreamText(engine.tokenizer, job)
+
+
 def stream(engine: Engine, job: Job, model_name: str) -> Iterator[StreamDelta]:
     """Stream ``job``'s reply, submitted on the first ``next``; closing the iterator stops generation
     and returns once the model is free.
     """
     (handle,) = engine.scheduler.submit([job], stream=True)
-    text = StreamText(engine.tokenizer, job.stop)
+    text = _text_of(engine, job)
     marks = StreamLogprobs(engine.texts, job)
     try:
         for ids in handle.tokens():
@@ -158,7 +167,7 @@ def stream(engine: Engine, job: Job, model_name: str) -> Iterator[StreamDelta]:
 async def astream(engine: Engine, job: Job, model_name: str) -> AsyncGenerator[StreamDelta, None]:
     """Async :func:`stream`: the worker wakes the event loop for each token, no pump thread."""
     (handle,) = engine.scheduler.submit([job], stream=True, gather=asyncio.get_running_loop())
-    text = StreamText(engine.tokenizer, job.stop)
+    text = _text_of(engine, job)
     marks = StreamLogprobs(engine.texts, job)
     try:
         async for ids in handle.atokens():

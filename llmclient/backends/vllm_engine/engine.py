@@ -31,7 +31,7 @@ logger = logging.getLogger("llmclient")
 
 # vLLM ships no type information; imported by name, it is Any, which is what it is to mypy anyway.
 _vllm: Any = importlib.import_module("vllm")
-if getattr(_vllm, "__file__", None) is None:  # a bare folder named vllm on sys.path (a namespace package), not vLLM
+if getattr(_vllm, "__file__", None) is None:  # a bare vllm folder on sys.path, not vLLM
     raise ImportError("vLLM is not installed", name="vllm")
 _sampling_params: Any = importlib.import_module("vllm.sampling_params")
 

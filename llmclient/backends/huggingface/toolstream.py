@@ -1,0 +1,90 @@
+"""Streaming a local reply that may call tools: text as it comes, calls as index-keyed fragments.
+
+The reply is decoded with special tokens kept (some models' call tags are special tokens) and the
+turn-end tokens stripped. Text before a call is streamed as it arrives, holding back whatever could
+be the start of the profile's call tag (or, for a profile whose calls are bare JSON, a reply that
+opens with ``{``). Once a call has begun nothing more is shown as text: the calls are read from the
+whole reply, as ``chat`` reads them, and sent in the last delta as the same index-keyed fragments the
+remote backend yields (``details["tool_calls"]``), with ``finish_reason="tool_calls"``; so one
+accumulator (:class:`~llmclient.tools.fragments.CallFragments`) serves both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmclient.backends.huggingface.generation import Job, Outcome
+from llmclient.backends.huggingface.streaming import IncrementalDecoder, StreamText
+from llmclient.logprobs import TokenLogprob
+from llmclient.stops import find_stop, held_back
+from llmclient.types import StreamDelta
+
+
+class _KeptDecoder(IncrementalDecoder):
+    """An incremental decoder that keeps special tokens."""
+
+    def _decode(self, ids: list[int]) -> str:
+        text: str = self._tokenizer.decode(ids, skip_special_tokens=False)
+        return text
+
+
+class ToolStreamText(StreamText):
+    """:class:`~.streaming.StreamText` for a job with tools: text up to a call, then the calls."""
+
+    def __init__(self, tokenizer: Any, job: Job) -> None:
+        super().__init__(tokenizer, job.stop)
+        assert job.tools is not None
+        self._plan = job.tools
+        self._decoder = _KeptDecoder(tokenizer)
+        self._raw = ""
+
+    def feed(self, ids: list[int]) -> str:
+        """Take new token ids; return the text that is now safe to show."""
+        self._raw += self._decoder.add(ids)
+        self._text = self._plan.strip(self._raw)
+        if self._stopped:
+            return ""
+        limit = len(self._text)
+        if self._stops:
+            cut = find_stop(self._text, self._stops, start=max(0, self._sent - self._longest))
+            if cut is not None:
+                limit, self._stopped = cut, True
+            else:
+                limit -= held_back(self._text, self._stops)
+        if self._plan.active:
+            limit = min(limit, self._call_start(self._text))
+        piece = self._text[self._sent : limit]
+        self._sent = max(self._sent, limit)
+        return piece
+
+    def _call_start(self, text: str) -> int:
+        """Where a call may begin in ``text``: text from there on is held back (trailing space too,
+        which the reply's text drops before a call).
+        """
+        tag = self._plan.profile.open
+        if not tag:
+            return 0 if not text.strip() or text.lstrip().startswith(("{", "<|python_tag|>")) else len(text)
+        found = text.find(tag)
+        if found >= 0:
+            return len(text[:found].rstrip())
+        partial = next(
+            (n for n in range(min(len(tag) - 1, len(text)), 0, -1) if tag.startswith(text[-n:])), 0
+        )
+        return len(text[: len(text) - partial].rstrip())
+
+    def last(
+        self, outcome: Outcome, model_name: str, logprobs: list[TokenLogprob] | None = None
+    ) -> StreamDelta:
+        """The last delta: the rest of the text, the calls as fragments, the finish reason, the usage."""
+        delta = super().last(outcome, model_name, logprobs)
+        if not outcome.tool_calls:
+            return delta
+        fragments = [{"index": i, **call.to_dict()} for i, call in enumerate(outcome.tool_calls)]
+        details = {**delta.details, "tool_calls": fragments}
+        return StreamDelta(
+            text=delta.text,
+            finish_reason="tool_calls",
+            usage=delta.usage,
+            details=details,
+            logprobs=delta.logprobs,
+        )
