@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import loopback
 
 import llmclient
 from llmclient import pipeline
@@ -31,24 +31,8 @@ from llmclient.pipeline.keys import identify
 
 @contextmanager
 def server(latency: float) -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "llmclient.testing.server",
-        "--port",
-        "0",
-        "--latency",
-        str(latency),
-        "--text",
-        "A short analysis of the order.",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().split()[1] + "/v1"
-    finally:
-        process.terminate()
-        process.wait()
+    with loopback.server(latency, "--text", "A short analysis of the order.") as base:
+        yield base
 
 
 def rows(n: int) -> list[dict[str, object]]:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import aiohttp
 import httpx2
+import loopback
 import openai
 
 import llmclient
@@ -44,20 +43,10 @@ TEXT = "Hello there, this is a short benchmark reply."
 
 @contextmanager
 def server(latency: float = 0.0, pieces: int | None = None) -> Iterator[str]:
-    """The loopback server in a separate process; yields its /v1 base URL."""
-    command = [sys.executable, "-m", "llmclient.testing.server", "--port", "0", "--latency", str(latency)]
-    if pieces:
-        command += ["--stream-pieces", str(pieces), "--text", "x" * pieces]
-    else:
-        command += ["--text", TEXT]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().split()
-        yield line[1] + "/v1"
-    finally:
-        process.terminate()
-        process.wait()
+    """The loopback server in a separate process on a CPU of its own; yields its /v1 base URL."""
+    extra = ["--stream-pieces", str(pieces), "--text", "x" * pieces] if pieces else ["--text", TEXT]
+    with loopback.server(latency, *extra) as base:
+        yield base
 
 
 def best_us(fn: Callable[[], object], n: int, rounds: int) -> float:
