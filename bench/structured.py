@@ -147,6 +147,39 @@ def per_step(backend: Any, rounds: int) -> dict[str, float]:
     return {"constrained": best_c, "free": best_f, "mask": mask_per_step, "steps": steps}
 
 
+def get_weather(city: str, unit: str = "C") -> str:
+    """Current weather for a city.
+
+    Args:
+        city: the city's name.
+        unit: the temperature unit, C or F.
+    """
+    return f"18 {unit} in {city}"
+
+
+def tool_step(backend: Any, rounds: int) -> dict[str, float]:
+    """A required tool call on smollm2: seconds per step, and the grammar mask's share of a step."""
+    clock = MaskClock()
+    best = float("inf")
+    mask = steps = 0.0
+    for _ in range(rounds):
+        clock.seconds, clock.steps = 0.0, 0
+        started = time.perf_counter()
+        reply = backend.chat(
+            "What is the weather in Lisbon?",
+            tools=[get_weather],
+            tool_choice="required",
+            max_new_tokens=60,
+            temperature=0,
+        )
+        seconds = time.perf_counter() - started
+        assert reply.tool_calls and reply.tool_calls[0].name == "get_weather", reply
+        steps = reply.usage.completion_tokens
+        if seconds / steps < best:
+            best, mask = seconds / steps, clock.seconds / max(clock.steps, 1)
+    return {"step": best, "mask": mask, "steps": steps}
+
+
 def compile_times(backend: Any, rounds: int) -> tuple[float, list[tuple[str, float, float, float]]]:
     formats: dict[str, Any] = {**SHAPES, "pydantic Order": Order, "order (bench)": ORDER}
     formats.update({"llmclient.JSON": llmclient.JSON, "Choice": llmclient.Choice(["yes", "no"])})
@@ -225,6 +258,16 @@ def main() -> None:
     print(
         "The wall-clock ratio compares two runs and moves with whatever else the machine does; the\n"
         "cost of the mask is measured inside the constrained run: step / (step - mask).\n"
+    )
+
+    tool = tool_step(backend, rounds)
+    print("| a required tool call (get_weather), one row | ms per step |")
+    print("| --- | ---: |")
+    print(f"| constrained step ({tool['steps']:.0f} steps) | {1000 * tool['step']:.1f} |")
+    print(f"| of which the grammar mask | {1000 * tool['mask']:.2f} |")
+    print(
+        f"| **cost of the mask per step** | **{tool['step'] / (tool['step'] - tool['mask']):.3f}x** "
+        "(target <= 1.05x) |\n"
     )
 
     tokenizer_seconds, table = compile_times(backend, rounds)
