@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -24,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Unpack
 
 from llmclient._settings import read_settings
-from llmclient.backend import ChatBackend, Messages
+from llmclient.backend import Messages
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
+from llmclient.backends.in_process import InProcessBackend
 from llmclient.config import BackendConfig
-from llmclient.cost import Prices
-from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
+from llmclient.errors import LLMClientError, ModelLoadError
 from llmclient.logprobs import RawScore, ScoreOptions
 from llmclient.scoring import Scored
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta, Usage
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 _HEAVY = ("torch", "transformers", "tokenizers", "accelerate", "gguf", "safetensors", "huggingface_hub")
 
 
-class HuggingFaceBackend(ChatBackend):
+class HuggingFaceBackend(InProcessBackend["Engine"]):
     """Chat with a local Hugging Face model.
 
     Args:
@@ -59,7 +58,7 @@ class HuggingFaceBackend(ChatBackend):
 
     type_name = "huggingface"
     can_count_tokens = True
-    in_process = True
+    settings: HuggingFaceSettings
 
     def __init__(
         self,
@@ -73,8 +72,6 @@ class HuggingFaceBackend(ChatBackend):
         super().__init__(model=model, name=name, defaults=defaults)
         given = BackendConfig(type="huggingface", model=model, options=options, source="HuggingFaceBackend()")
         self.settings = read_settings(HuggingFaceSettings, given, base=settings or HuggingFaceSettings())
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
         if self.settings.load == "eager":
             self._ensure()
 
@@ -106,11 +103,6 @@ class HuggingFaceBackend(ChatBackend):
     # -- what the model is -----------------------------------------------------------------------
 
     @property
-    def loaded(self) -> bool:
-        """Whether the model is loaded (it loads on the first call unless ``load="eager"``)."""
-        return self._engine is not None
-
-    @property
     def hf_model(self) -> Any:
         """The transformers model, loading it if needed."""
         return self._ensure().model
@@ -119,11 +111,6 @@ class HuggingFaceBackend(ChatBackend):
     def tokenizer(self) -> Any:
         """The model's tokenizer, loading it if needed."""
         return self._ensure().tokenizer
-
-    @property
-    def prices(self) -> Prices | None:
-        """The ``prices`` setting, where both prices are set."""
-        return self.settings.prices if self.settings.prices.known else None
 
     @property
     def context_window(self) -> int | None:
@@ -237,12 +224,6 @@ class HuggingFaceBackend(ChatBackend):
         await await_all(_handles(items))
         return _settled_items(items)
 
-    def _close(self) -> None:
-        with self._engine_lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-
     # -- prompts and tokens ------------------------------------------------------------------
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
@@ -267,27 +248,9 @@ class HuggingFaceBackend(ChatBackend):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _ensure(self) -> Engine:
-        """The engine, loading the model on first use; refused once the backend is closed.
-
-        A call that passed ``prepare`` just before ``close()`` must not load a fresh model after it,
-        one nobody would ever close: the check is made under the lock ``_close`` takes.
-        """
-        engine = self._engine
-        if engine is not None and not self._closed:
-            return engine
-        with self._engine_lock:
-            if self._closed:
-                raise BackendClosedError()
-            if self._engine is None:
-                self._engine = _engine_module().Engine.load(self.model, self.settings)
-            return self._engine
-
-    async def _aensure(self) -> Engine:
-        engine = self._engine
-        if engine is not None and not self._closed:
-            return engine
-        return await asyncio.to_thread(self._ensure)
+    def _load_engine(self) -> Engine:
+        engine: Engine = _engine_module().Engine.load(self.model, self.settings)
+        return engine
 
     def _replies(
         self, items: list[Handle[Any] | LLMClientError], started: float

@@ -9,7 +9,6 @@ call is queued with them, ``stream`` a request driven step by step.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -18,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Unpack
 
 from llmclient._settings import read_settings
-from llmclient.backend import ChatBackend, Messages
+from llmclient.backend import Messages
+from llmclient.backends.in_process import InProcessBackend
 from llmclient.backends.vllm_engine.convert import conversation
 from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
 from llmclient.config import BackendConfig
-from llmclient.cost import Prices
-from llmclient.errors import BackendClosedError, LLMClientError, ModelLoadError
+from llmclient.errors import LLMClientError, ModelLoadError
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ INSTALL_HINT = 'pip install "llmclient[vllm]" (on a machine without a GPU: pip i
 """What to install when vLLM is missing."""
 
 
-class VLLMEngineBackend(ChatBackend):
+class VLLMEngineBackend(InProcessBackend["Engine"]):
     """Chat with a model run by vLLM's offline engine (``vllm.LLM``) in this process.
 
     Args:
@@ -50,7 +49,7 @@ class VLLMEngineBackend(ChatBackend):
 
     type_name = "vllm-engine"
     can_count_tokens = True
-    in_process = True
+    settings: VLLMEngineSettings
 
     def __init__(
         self,
@@ -64,8 +63,6 @@ class VLLMEngineBackend(ChatBackend):
         super().__init__(model=model, name=name, defaults=defaults)
         given = BackendConfig(type="vllm-engine", model=model, options=options, source="VLLMEngineBackend()")
         self.settings = read_settings(VLLMEngineSettings, given, base=settings or VLLMEngineSettings())
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
         if self.settings.load == "eager":
             self._ensure()
 
@@ -95,19 +92,9 @@ class VLLMEngineBackend(ChatBackend):
     # -- what the model is -----------------------------------------------------------------------
 
     @property
-    def loaded(self) -> bool:
-        """Whether the engine is running (it starts on the first call unless ``load="eager"``)."""
-        return self._engine is not None
-
-    @property
     def llm(self) -> Any:
         """The ``vllm.LLM``, starting it if needed."""
         return self._ensure().llm
-
-    @property
-    def prices(self) -> Prices | None:
-        """The ``prices`` setting, where both prices are set."""
-        return self.settings.prices if self.settings.prices.known else None
 
     @property
     def context_window(self) -> int | None:
@@ -153,12 +140,6 @@ class VLLMEngineBackend(ChatBackend):
         await asyncio.gather(*waits, return_exceptions=True)
         return [self._settled(item, started) for item in items]
 
-    def _close(self) -> None:
-        with self._engine_lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-
     # -- prompts and tokens ------------------------------------------------------------------
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
@@ -198,23 +179,9 @@ class VLLMEngineBackend(ChatBackend):
         except LLMClientError as exc:
             return exc
 
-    def _ensure(self) -> Engine:
-        """The engine, started on first use; refused once the backend is closed."""
-        engine = self._engine
-        if engine is not None and not self._closed:
-            return engine
-        with self._engine_lock:
-            if self._closed:
-                raise BackendClosedError()
-            if self._engine is None:
-                self._engine = _engine_module().Engine.load(self.model, self.settings)
-            return self._engine
-
-    async def _aensure(self) -> Engine:
-        engine = self._engine
-        if engine is not None and not self._closed:
-            return engine
-        return await asyncio.to_thread(self._ensure)
+    def _load_engine(self) -> Engine:
+        engine: Engine = _engine_module().Engine.load(self.model, self.settings)
+        return engine
 
 
 def from_config(config: BackendConfig) -> VLLMEngineBackend:
