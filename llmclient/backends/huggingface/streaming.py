@@ -71,9 +71,20 @@ class StreamText:
 
     def feed(self, ids: list[int]) -> str:
         """Take new token ids; return the text that is now safe to show."""
-        self._text += self._decoder.add(ids)
+        self._take(ids)
         if self._stopped:
             return ""
+        limit = self._safe_end()
+        piece = self._text[self._sent : limit]
+        self._sent = max(self._sent, limit)
+        return piece
+
+    def _take(self, ids: list[int]) -> None:
+        """Add the text of new token ids."""
+        self._text += self._decoder.add(ids)
+
+    def _safe_end(self) -> int:
+        """Where the text that may be shown ends: before a stop string, or what could begin one."""
         limit = len(self._text)
         if self._stops:
             cut = find_stop(self._text, self._stops, start=max(0, self._sent - self._longest))
@@ -81,9 +92,7 @@ class StreamText:
                 limit, self._stopped = cut, True
             else:
                 limit -= held_back(self._text, self._stops)
-        piece = self._text[self._sent : limit]
-        self._sent = max(self._sent, limit)
-        return piece
+        return limit
 
     def finish(self, final_text: str) -> str:
         """What is left to show once the whole reply is known, so the joined stream equals it."""

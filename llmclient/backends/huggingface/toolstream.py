@@ -16,7 +16,6 @@ from typing import Any
 from llmclient.backends.huggingface.generation import Job, Outcome
 from llmclient.backends.huggingface.streaming import IncrementalDecoder, StreamText
 from llmclient.logprobs import TokenLogprob
-from llmclient.stops import find_stop, held_back
 from llmclient.types import StreamDelta
 
 
@@ -38,24 +37,15 @@ class ToolStreamText(StreamText):
         self._decoder = _KeptDecoder(tokenizer)
         self._raw = ""
 
-    def feed(self, ids: list[int]) -> str:
-        """Take new token ids; return the text that is now safe to show."""
+    def _take(self, ids: list[int]) -> None:
+        """Add the text of new token ids, special tokens kept, the turn-end tokens stripped."""
         self._raw += self._decoder.add(ids)
         self._text = self._plan.strip(self._raw)
-        if self._stopped:
-            return ""
-        limit = len(self._text)
-        if self._stops:
-            cut = find_stop(self._text, self._stops, start=max(0, self._sent - self._longest))
-            if cut is not None:
-                limit, self._stopped = cut, True
-            else:
-                limit -= held_back(self._text, self._stops)
-        if self._plan.active:
-            limit = min(limit, self._call_start(self._text))
-        piece = self._text[self._sent : limit]
-        self._sent = max(self._sent, limit)
-        return piece
+
+    def _safe_end(self) -> int:
+        """Before a stop string, and before anything that may be the start of a call."""
+        limit = super()._safe_end()
+        return min(limit, self._call_start(self._text)) if self._plan.active else limit
 
     def _call_start(self, text: str) -> int:
         """Where a call may begin in ``text``: text from there on is held back (trailing space too,
