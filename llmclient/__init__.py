@@ -33,6 +33,7 @@ from llmclient.errors import (
     TimeoutError,
     UnsupportedFeatureError,
 )
+from llmclient.images import image
 from llmclient.logprobs import CandidateScore, TokenLogprob
 from llmclient.registry import backend_types, register
 from llmclient.stream import AsyncChatStream, ChatStream
@@ -101,6 +102,7 @@ __all__ = [
     "__version__",
     "arun_tools",
     "backend_types",
+    "image",
     "load",
     "register",
     "run_tools",

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast, get_args
 
 from llmclient._settings import suggest
 from llmclient.errors import InvalidRequestError
+from llmclient.images import IMAGE_PART_SHAPE, image_url_of, part_repr
 from llmclient.tools.calls import ToolCall
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -28,10 +29,14 @@ _ROLES: frozenset[str] = frozenset(get_args(Role))
 class Message:
     """One turn of a conversation.
 
-    ``content`` is a string, or a list of OpenAI content parts (``{"type": "text", ...}``) for
-    multimodal input. ``tool_calls`` (an assistant's calls, as :class:`~llmclient.tools.ToolCall`; dicts
-    in the OpenAI shape are read into them) and ``tool_call_id`` (what a tool result answers) carry tool
-    use; ``reply.message`` and :func:`llmclient.tool_result` build them.
+    ``content`` is a string, or a list of OpenAI content parts for multimodal input: text parts
+    (``{"type": "text", "text": ...}``) and image parts (``{"type": "image_url", "image_url": {"url":
+    ...}}``, which :func:`llmclient.image` builds from a path, bytes, a PIL image or a URL); their shape
+    is checked (docs/images.md).
+
+    ``tool_calls`` (an assistant's calls, as :class:`~llmclient.tools.ToolCall`; dicts in the OpenAI
+    shape are read into them) and ``tool_call_id`` (what a tool result answers) carry tool use;
+    ``reply.message`` and :func:`llmclient.tool_result` build them.
     """
 
     role: Role
@@ -54,7 +59,8 @@ class Message:
     @property
     def text(self) -> str:
         """The text of the message: its content, or the text parts of multimodal content joined by
-        one space (other parts left out).
+        one space (image and other parts left out: a backend that cannot send them refuses them
+        rather than reading this).
 
         This is the one rule wherever llmclient flattens a message to text (the local backend's
         prompts, their truncation), and the one ``transformers serve`` applies, so
@@ -85,6 +91,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
     if isinstance(item, Message):
         if item.tool_calls and not all(isinstance(c, ToolCall) for c in item.tool_calls):
             item = replace(item, tool_calls=_tool_calls(item.tool_calls, index))
+        _check_parts(item.content, index)
         _refuse_lone_surrogates(item, index)
         return item
     if not isinstance(item, Mapping):
@@ -109,12 +116,7 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
             f"messages[{index}].content must be a string or a list of content parts, "
             f"got {type(content).__name__}"
         )
-    for part_index, part in enumerate(content if isinstance(content, list) else ()):
-        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-            raise InvalidRequestError(
-                f"messages[{index}].content[{part_index}] must be a content part like "
-                f"{{'type': 'text', 'text': '...'}}, got {part!r}"
-            )
+    _check_parts(content, index)
     for key in ("name", "tool_call_id"):
         if item.get(key) is not None and not isinstance(item[key], str):
             raise InvalidRequestError(f"messages[{index}].{key} must be a string, got {item[key]!r}")
@@ -128,6 +130,39 @@ def to_message(item: MessageLike, index: int = 0) -> Message:
     )
     _refuse_lone_surrogates(message, index)
     return message
+
+
+_IMAGE_LOOKALIKES = frozenset({"image", "input_image", "image_base64"})
+"""Part types people write for images in other APIs' shapes; refused with the OpenAI shape to use."""
+
+
+def _check_parts(content: Any, index: int) -> None:
+    """Check the shape of every content part of message ``index`` (nothing to check in a string)."""
+    for part_index, part in enumerate(content if isinstance(content, list) else ()):
+        _check_part(part, f"messages[{index}].content[{part_index}]")
+
+
+def _check_part(part: Any, where: str) -> None:
+    """Check one content part's shape: a text part holds a string, an image part a URL.
+
+    Other part types pass unchanged to servers that may know them; image look-alikes from other
+    APIs (Anthropic's ``image``, the Responses API's ``input_image``) are refused with the fix.
+    """
+    if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+        raise InvalidRequestError(
+            f"{where} must be a content part like {{'type': 'text', 'text': '...'}} or "
+            f"llmclient.image(...), got {part_repr(part)}"
+        )
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise InvalidRequestError(f"{where} is a text part without a string 'text': {part_repr(part)}")
+    if kind == "image_url":
+        image_url_of(part, where)
+    elif kind in _IMAGE_LOOKALIKES:
+        raise InvalidRequestError(
+            f"{where} has type {kind!r}; images go in the OpenAI shape {IMAGE_PART_SHAPE}, "
+            f"which llmclient.image(path_bytes_pil_or_url) builds"
+        )
 
 
 def _tool_calls(calls: Any, index: int) -> list[ToolCall]:
