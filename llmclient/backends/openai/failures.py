@@ -77,6 +77,27 @@ STRUCTURED_FIX = (
     "still validated), or use a model that supports structured output"
 )
 """What an :class:`UnsupportedFeatureError` for a refused ``response_format`` tells the user to do."""
+_IMAGES_REFUSED = re.compile(
+    r"image_url is only supported by certain models|no endpoints found that support image|"
+    r"(?:does not|doesn't|do not|cannot) (?:support|accept|take) (?:image|vision|multimodal)|"
+    r"(?:image|vision|multimodal) (?:input|content)s? (?:is |are )?not supported|is not a multimodal model",
+    re.IGNORECASE,
+)
+"""The wordings of servers whose model takes no images: OpenAI's ``Invalid content type. image_url is only
+supported by certain models``, OpenRouter's 404 ``No endpoints found that support image input``, vLLM's
+``<model> is not a multimodal model``, and the plain ``does not support image input``."""
+IMAGES_FIX = (
+    "use a vision model (one that takes image input), or send the text without llmclient.image() parts"
+)
+"""What an :class:`UnsupportedFeatureError` for refused image parts tells the user to do."""
+_IMAGES_REFUSAL = "the model does not take images"
+
+
+def refuses_images(error: BaseException) -> bool:
+    """Whether ``error`` is a server's refusal of image parts (not of ``response_format`` or tools)."""
+    return isinstance(error, UnsupportedFeatureError) and error.message.startswith(_IMAGES_REFUSAL)
+
+
 _NUMBERS = re.compile(r"(\d[\d,]*) tokens")
 _LITELLM_NUMBERS = re.compile(r"Max Input Tokens\s*=\s*(\d+)\s*,\s*Got\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -103,6 +124,9 @@ def error_from_status(status: int, headers: Mapping[str, str], raw: bytes) -> LL
         data = None
     if isinstance(data, Mapping) and isinstance(data.get("error"), (Mapping, str)):
         return error_from_payload(data, status=status, headers=headers)
+    if isinstance(data, Mapping) and data.get("object") == "error" and isinstance(data.get("message"), str):
+        reason = str(data.get("type") or "") or None  # vLLM's flat error: {"object": "error", "message": ...}
+        return _error_for(status, data["message"], reason, headers=headers, body=dict(data))
     if isinstance(data, Mapping) and data.get("detail") is not None:
         message = _detail_message(data["detail"])
         return _error_for(status, message or f"HTTP {status}", None, headers=headers, body=dict(data))
@@ -177,6 +201,10 @@ def _error_for(
             context_window=window,
             prompt_tokens=prompt,
             **common,
+        )
+    if status in (400, 404, 415, 422) and _IMAGES_REFUSED.search(message):
+        return UnsupportedFeatureError(
+            f"{_IMAGES_REFUSAL} (HTTP {status}): {message}. To go on, {IMAGES_FIX}", **common
         )
     if status in (400, 404, 422) and (
         _NO_ENDPOINT.search(message) or (_FORMAT_SUBJECT.search(message) and _FORMAT_REFUSED.search(message))

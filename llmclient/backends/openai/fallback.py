@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from llmclient.backends.openai.failures import refuses_images
 from llmclient.backends.openai.schemas import normalised
 from llmclient.backends.openai.settings import OpenAICompatibleSettings
 from llmclient.errors import StructuredOutputError, UnsupportedFeatureError
@@ -108,7 +109,7 @@ class StructuredOutput:
         while True:
             outcome = yield sent
             if isinstance(outcome, UnsupportedFeatureError):
-                if not self.fallback or fall_back:
+                if not self.fallback or fall_back or refuses_images(outcome):  # images: the schema is fine
                     raise outcome
                 if outcome.status_code is not None:  # the server refused the kind, not this schema
                     self.refused.add(kind)
