@@ -14,6 +14,8 @@
 - :mod:`~llmclient.testing.cassettes.modes`: :data:`RecordMode` and what each mode records.
 - :mod:`~llmclient.testing.cassettes.scrubbing`: secret scrubbing: key-looking strings, secret
   headers and query parameters by name, a backend's credentials by value.
+- :mod:`~llmclient.testing.cassettes.blobs`: large ``data:`` URLs (images) kept beside the cassette
+  in files named by content hash, the YAML holding references, on both levels.
 - :mod:`~llmclient.testing.cassettes.files`: the file under a cassette: YAML (strings YAML cannot
   hold as ``!json``), atomic writes with the umask's permissions, a lock, merge on save.
 

@@ -9,17 +9,20 @@ request with no entry gets an error naming the closest recorded request and each
 Everything recorded is scrubbed of secrets (:mod:`llmclient.testing.cassettes.scrubbing`), requests
 are scrubbed the same way before matching, and the file is saved atomically and merged with what
 other recorders saved meanwhile (:mod:`llmclient.testing.cassettes.files`). The entries' format is
-:mod:`llmclient.testing.cassettes.entries`.
+:mod:`llmclient.testing.cassettes.entries`. Large ``data:`` URLs (images) are kept in blob files
+beside the cassette and matched by content hash (:mod:`llmclient.testing.cassettes.blobs`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmclient.errors import CassetteError
+from llmclient.testing.cassettes.blobs import BlobStore
 from llmclient.testing.cassettes.entries import Interaction, chat_document, read_interactions
 from llmclient.testing.cassettes.files import CassetteFile
 from llmclient.testing.cassettes.index import ReplayIndex, miss_report
@@ -52,14 +55,25 @@ class Cassette:
         self.path = Path(path)
         self.ignore: tuple[str, ...] = tuple(ignore)
         self.scrubber = Scrubber(secrets)
+        self.blobs = BlobStore(self.path)
+        """The blob files large data URLs (images) are kept in, beside the YAML."""
         self._file = CassetteFile(self.path, read=read_interactions, document=chat_document)
         self._index = ReplayIndex(
             (
-                Interaction.from_dict(item, f"{self.path} interaction {index}")
+                self._loaded(Interaction.from_dict(item, f"{self.path} interaction {index}"))
                 for index, item in enumerate(self._file.items)
             ),
             repeats=allow_repeats,
         )
+
+    def _loaded(self, interaction: Interaction) -> Interaction:
+        """A loaded interaction as it is matched: data URLs written inline (older cassettes) referred to."""
+        request = self.blobs.refer(interaction.request)
+        return interaction if request == interaction.request else replace(interaction, request=request)
+
+    def _wanted(self, request: Mapping[str, Any]) -> Any:
+        """A request as it is matched: large data URLs as blob references, then scrubbed."""
+        return self.scrubber.value(self.blobs.refer(request))
 
     @property
     def allow_repeats(self) -> bool:
@@ -93,11 +107,15 @@ class Cassette:
     def find(self, request: Mapping[str, Any], *, also_ignore: Iterable[str] = ()) -> Interaction | None:
         """The next recorded interaction for ``request``, marked as played; ``None`` if there is none."""
         ignore, key_of = self._keying(also_ignore)
-        return self._index.find(request_key(self.scrubber.value(request), ignore), key_of, ignore)
+        return self._index.find(request_key(self._wanted(request), ignore), key_of, ignore)
 
     def record(self, interaction: Interaction) -> Interaction:
-        """Add ``interaction`` (scrubbed) for replay and for the next :meth:`save`; returns what was kept."""
-        scrubbed = Interaction.from_dict(self.scrubber.value(interaction.to_dict()), "recorded interaction")
+        """Add ``interaction`` (scrubbed, its large data URLs moved to blob files) for replay and for
+        the next :meth:`save`; returns what was kept.
+        """
+        entry = interaction.to_dict()
+        entry["request"] = self.blobs.refer(entry["request"], keep=True)
+        scrubbed = Interaction.from_dict(self.scrubber.value(entry), "recorded interaction")
         self._index.add(scrubbed)
         self._file.add(scrubbed.to_dict())
         return scrubbed
@@ -116,7 +134,7 @@ class Cassette:
     ) -> CassetteError:
         """The error for a request with no recorded reply: the closest recorded request, and how."""
         ignore, key_of = self._keying(also_ignore)
-        wanted = without(self.scrubber.value(request), ignore)
+        wanted = without(self._wanted(request), ignore)
 
         def diff(interaction: Interaction) -> list[str]:
             return differences(without(interaction.request, ignore), wanted)
@@ -136,7 +154,10 @@ class Cassette:
         )
 
     def save(self) -> None:
-        """Write what was recorded (merged with the file as it is now); nothing if nothing changed."""
+        """Write what was recorded (merged with the file as it is now), its blob files first; nothing if
+        nothing changed.
+        """
+        self.blobs.save()
         self._file.save()
 
 

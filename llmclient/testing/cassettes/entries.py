@@ -45,6 +45,7 @@ from llmclient.errors import (
     ChatTemplateError,
     ContextWindowExceededError,
     InvalidRequestError,
+    UnsupportedFeatureError,
 )
 from llmclient.testing.cassettes.matching import short_repr
 from llmclient.tools import ToolCall
@@ -312,7 +313,8 @@ def deltas_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[StreamDelta]:
 
 
 _RECORDED_ERRORS: dict[str, type[InvalidRequestError]] = {
-    cls.__name__: cls for cls in (InvalidRequestError, ContextWindowExceededError, ChatTemplateError)
+    cls.__name__: cls
+    for cls in (InvalidRequestError, ContextWindowExceededError, ChatTemplateError, UnsupportedFeatureError)
 }
 _ERROR_NUMBERS = ("prompt_tokens", "max_new_tokens", "context_window")
 

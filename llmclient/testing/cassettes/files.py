@@ -88,7 +88,12 @@ def fingerprint(item: Any) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over it: readers and crashes see
+    """Write ``text`` (UTF-8) to ``path`` whole: see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it: readers and crashes see
     either the old file whole or the new one whole. A new file gets the permissions the umask allows
     (the temporary file is created with them); an existing one keeps its own.
     """
@@ -98,8 +103,8 @@ def atomic_write(path: Path, text: str) -> None:
         kept = None
     fd, temporary = _create_temporary(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if kept is not None:

@@ -33,7 +33,10 @@ follow too; VCR.py itself repeats the first). Compressed replies are recorded de
 credential headers (``Authorization``, ``api-key``, cookies, any name made of a credential word) and
 credential query parameters (``?api-key=``, ``?key=``, ...), a URL's password and API-key-looking
 strings are scrubbed; each credential sent is scrubbed wherever else it appears, as are the
-``secrets`` given and those a backend registers with :meth:`CassetteTransport.add_secrets`.
+``secrets`` given and those a backend registers with :meth:`CassetteTransport.add_secrets`. Large
+``data:`` URLs in request bodies (images) are kept in blob files beside the cassette, the body holding
+a reference by content hash (:mod:`llmclient.testing.cassettes.blobs`), and requests match after the
+same replacement.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from typing import Any
 import httpx2
 
 from llmclient.errors import CassetteError, ConfigError
+from llmclient.testing.cassettes.blobs import BlobStore
 from llmclient.testing.cassettes.exchanges import (
     as_bytes,
     exchanges_document,
@@ -122,6 +126,8 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         self.match_on = tuple(match_on)
         self._secret_headers = frozenset(h.lower() for h in secret_headers)
         self._scrubber = Scrubber(secrets)
+        self.blobs = BlobStore(self.path)
+        """The blob files large data URLs in request bodies (images) are kept in, beside the YAML."""
         self._file = CassetteFile(self.path, read=read_exchanges, document=exchanges_document)
         self._index: ReplayIndex[_Exchange] = ReplayIndex(
             (_Exchange(item, self._recorded_view(item)) for item in self._file.items),
@@ -142,13 +148,17 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         return request_view(
             request["method"],
             self._scrubber.uri(request["uri"]),
-            as_bytes(self._scrubber.value(request.get("body"))),
+            as_bytes(self._scrubber.value(self.blobs.refer(request.get("body")))),
         )
 
     def _live_view(self, request: httpx2.Request, body: bytes) -> dict[str, Any]:
         self._learn(request.headers.raw)
         text = text_or_bytes(body)
-        scrubbed = self._scrubber.text(text).encode("utf-8") if isinstance(text, str) else text
+        scrubbed = (
+            self._scrubber.text(self.blobs.refer_text(text)).encode("utf-8")
+            if isinstance(text, str)
+            else text
+        )
         return request_view(request.method, self._scrubber.uri(str(request.url)), scrubbed)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
@@ -253,7 +263,7 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
             for name, value in response.headers.raw
             if name.lower() != b"content-encoding"  # the body is kept decoded
         ]
-        request_body = text_or_bytes(body)
+        request_body = self.blobs.refer(text_or_bytes(body), keep=True)
         response_body = text_or_bytes(content)
         item: dict[str, Any] = {
             "request": {
@@ -323,7 +333,10 @@ class CassetteTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         return [exchange.item for exchange in self._index.unused()]
 
     def save(self) -> None:
-        """Write what was recorded (merged with the file as it is now); nothing if nothing changed."""
+        """Write what was recorded (merged with the file as it is now), its blob files first; nothing if
+        nothing changed.
+        """
+        self.blobs.save()
         self._file.save()
 
     def close(self) -> None:
