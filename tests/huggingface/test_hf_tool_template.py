@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import llmclient
-from llmclient.backends.huggingface.toolcalls import reads_tools
-from llmclient.backends.huggingface.toolprofiles import PROFILES
 from llmclient.errors import ConfigError, UnsupportedFeatureError
+from llmclient.tools.profiles import PROFILES
+from llmclient.tools.templates import reads_tools
 
 pytest.importorskip("torch")
 

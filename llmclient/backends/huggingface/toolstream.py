@@ -16,6 +16,7 @@ from typing import Any
 from llmclient.backends.huggingface.generation import Job, Outcome
 from llmclient.backends.huggingface.streaming import IncrementalDecoder, StreamText
 from llmclient.logprobs import TokenLogprob
+from llmclient.tools.templates import call_start, with_calls
 from llmclient.types import StreamDelta
 
 
@@ -45,36 +46,10 @@ class ToolStreamText(StreamText):
     def _safe_end(self) -> int:
         """Before a stop string, and before anything that may be the start of a call."""
         limit = super()._safe_end()
-        return min(limit, self._call_start(self._text)) if self._plan.active else limit
-
-    def _call_start(self, text: str) -> int:
-        """Where a call may begin in ``text``: text from there on is held back (trailing space too,
-        which the reply's text drops before a call).
-        """
-        tag = self._plan.profile.open
-        if not tag:
-            return 0 if not text.strip() or text.lstrip().startswith(("{", "<|python_tag|>")) else len(text)
-        found = text.find(tag)
-        if found >= 0:
-            return len(text[:found].rstrip())
-        partial = next(
-            (n for n in range(min(len(tag) - 1, len(text)), 0, -1) if tag.startswith(text[-n:])), 0
-        )
-        return len(text[: len(text) - partial].rstrip())
+        return min(limit, call_start(self._text, self._plan.profile)) if self._plan.active else limit
 
     def last(
         self, outcome: Outcome, model_name: str, logprobs: list[TokenLogprob] | None = None
     ) -> StreamDelta:
         """The last delta: the rest of the text, the calls as fragments, the finish reason, the usage."""
-        delta = super().last(outcome, model_name, logprobs)
-        if not outcome.tool_calls:
-            return delta
-        fragments = [{"index": i, **call.to_dict()} for i, call in enumerate(outcome.tool_calls)]
-        details = {**delta.details, "tool_calls": fragments}
-        return StreamDelta(
-            text=delta.text,
-            finish_reason="tool_calls",
-            usage=delta.usage,
-            details=details,
-            logprobs=delta.logprobs,
-        )
+        return with_calls(super().last(outcome, model_name, logprobs), outcome.tool_calls)

@@ -10,8 +10,9 @@ and, for constrained decoding, the lark grammar of its call syntax (:meth:`ToolP
 Profiles shipped: ``smollm2`` (its trained format: ``<tools>[...]</tools>`` in the system turn and
 ``<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`` answers), ``hermes`` (Hermes and
 Qwen2.5: one ``<tool_call>{...}</tool_call>`` per call) and ``llama3`` (Llama 3.1/3.2 JSON calls:
-the reply is ``{"name": ..., "parameters": {...}}``). This module is plain Python: settings check
-profile names without importing torch.
+the reply is ``{"name": ..., "parameters": {...}}``). This module is plain Python, shared by the
+local (``hf``) and in-process vLLM (``vllm-engine``) backends: settings check profile names without
+importing torch.
 """
 
 from __future__ import annotations
