@@ -1,15 +1,9 @@
 """Exact candidate scoring on a local model: one prefill of a prompt, its KV cache reused by each candidate.
 
-A candidate is scored as the assistant's reply: the conversation is rendered with its generation
-prompt (the ids ``chat`` would give the model), and the candidate's ids are found as
-lm-evaluation-harness finds a continuation's, by encoding prompt and candidate together and
-splitting at the prompt's length, so a candidate is tokenised as it would be in context. The
-trailing whitespace of the prompt stays in the prompt (lm-evaluation-harness moves it into the
-continuation, which suits plain-text prompts; a chat template's generation prompt ends with its own
-newline token, which every reply follows). Where the joint encoding would change the prompt's own
-tokens (a candidate that merges with the prompt's last token), the candidate is encoded alone: the
-prompt keeps exactly the ids a reply is generated from. With ``end_of_turn``, the template's
-end-of-turn token follows the candidate ("this and nothing else").
+A candidate is scored as the assistant's reply, its ids found after the rendered prompt by the rule
+:mod:`llmclient.backends.candidates` holds (shared with the vllm-engine backend): prompt and
+candidate encoded together and split at the prompt's length, the template's end-of-turn token
+after it with ``end_of_turn``.
 
 :func:`score_batch` runs the score jobs of one batch (several conversations, each with its
 candidates): the prompts are prefilled together, left-padded, once; the cache is then copied for
@@ -31,12 +25,11 @@ from typing import Any
 
 import torch
 
-from llmclient.backends.huggingface.prompting import Prompt, PromptBuilder
+from llmclient.backends.candidates import candidate_ids as candidate_ids  # read by .engine
+from llmclient.backends.candidates import end_of_turn_id as end_of_turn_id  # read by .engine
+from llmclient.backends.huggingface.prompting import Prompt
 from llmclient.errors import UnsupportedFeatureError
 from llmclient.logprobs import RawScore
-
-_PROBE = "llmclient-end-of-turn-probe"
-"""An assistant reply whose rendering shows what the template writes after a reply."""
 
 
 @dataclass(eq=False)
@@ -69,44 +62,6 @@ class ScoreJob:
     def batch_key(self) -> tuple[Any, ...]:
         """Score jobs share batches with other score jobs only, never with generation."""
         return ("score",)
-
-
-def end_of_turn_id(tokenizer: Any, prompts: PromptBuilder) -> int | None:
-    """The template's end-of-turn token: the first token it writes after an assistant reply.
-
-    Read from a rendering of a reply (ChatML's ``<|im_end|>``, Llama 3's ``<|eot_id|>``); where that
-    first token is not a special token, or the template cannot render a reply, the tokenizer's
-    end-of-sequence token. ``None`` where there is neither.
-    """
-    eos = getattr(tokenizer, "eos_token_id", None)
-    try:
-        rendered = prompts.render_reply([{"role": "user", "content": "Hi"}], _PROBE)
-    except Exception:  # a template that renders no assistant turn: the end of sequence it is
-        rendered = None
-    if rendered is not None and _PROBE in rendered:
-        after = rendered[rendered.index(_PROBE) + len(_PROBE) :]
-        ids = tokenizer.encode(after, add_special_tokens=False) if after else []
-        special = set(getattr(tokenizer, "all_special_ids", ()) or ())
-        if ids and (ids[0] in special or ids[0] == eos):
-            return int(ids[0])
-    return None if eos is None else int(eos)
-
-
-def candidate_ids(
-    prompts: PromptBuilder, prompt: Prompt, candidates: Sequence[str], end_of_turn: int | None
-) -> list[list[int]]:
-    """Each candidate's ids after ``prompt`` (prompt and candidate encoded together, split at the
-    prompt's length), followed by ``end_of_turn`` where given.
-    """
-    width = len(prompt.ids)
-    out: list[list[int]] = []
-    for candidate in candidates:
-        whole = prompts.encode(prompt.text + candidate)
-        ids = whole[width:] if whole[:width] == prompt.ids else []
-        if not ids:
-            ids = prompts.encode_piece(candidate)
-        out.append(ids + ([] if end_of_turn is None else [end_of_turn]))
-    return out
 
 
 def refuse_unscorable(is_seq2seq: bool, model_name: str) -> None:
