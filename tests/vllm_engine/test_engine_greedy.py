@@ -10,42 +10,36 @@ import asyncio
 from typing import Any
 
 import pytest
+from engine_support import VLLM_WARNINGS
 
 import llmclient
 from llmclient.backends.vllm_engine import VLLMEngineBackend
 from llmclient.errors import ContextWindowExceededError
 
-# vLLM and the torch it runs on warn about their own internals (torch.jit, reduce_op) on start-up;
-# the project's filterwarnings = error would turn those into failures of vLLM's, not ours.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-]
+pytestmark = VLLM_WARNINGS
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Count to three.", "What is 2+2?"]
 
 
 def test_greedy_replies_equal_the_local_backends(
-    vllm_backend: VLLMEngineBackend, smollm2_backend: Any
+    vllm_backend: VLLMEngineBackend, smollm2_float32: Any
 ) -> None:
     ours = vllm_backend.chat_many(PROMPTS, max_new_tokens=24, temperature=0)
-    theirs = smollm2_backend.chat_many(PROMPTS, max_new_tokens=24, temperature=0)
+    theirs = smollm2_float32.chat_many(PROMPTS, max_new_tokens=24, temperature=0)
     assert [r.text for r in ours] == [r.text for r in theirs]
     assert [r.finish_reason for r in ours] == [r.finish_reason for r in theirs]
     assert [r.usage for r in ours] == [r.usage for r in theirs]
     assert all(r.backend == "vllm-engine" and r.model == "smollm2" and r.latency > 0 for r in ours)
-    assert vllm_backend.render_prompt(PROMPTS[0]) == smollm2_backend.render_prompt(PROMPTS[0])
-    assert vllm_backend.count_tokens(PROMPTS[0]) == smollm2_backend.count_tokens(PROMPTS[0])
+    assert vllm_backend.render_prompt(PROMPTS[0]) == smollm2_float32.render_prompt(PROMPTS[0])
+    assert vllm_backend.count_tokens(PROMPTS[0]) == smollm2_float32.count_tokens(PROMPTS[0])
 
 
 def test_stop_strings_end_the_reply_as_on_the_local_backend(
-    vllm_backend: VLLMEngineBackend, smollm2_backend: Any
+    vllm_backend: VLLMEngineBackend, smollm2_float32: Any
 ) -> None:
     prompt = "Count from 1 to 10, separated by commas."
     ours = vllm_backend.chat(prompt, stop=["5"], max_new_tokens=40, temperature=0)
-    theirs = smollm2_backend.chat(prompt, stop=["5"], max_new_tokens=40, temperature=0)
+    theirs = smollm2_float32.chat(prompt, stop=["5"], max_new_tokens=40, temperature=0)
     assert ours.text == theirs.text and "5" not in ours.text and ours.finish_reason == "stop"
 
 

@@ -3,7 +3,8 @@
 Importing this module is cheap: vLLM loads with the engine (:mod:`.engine`), on the first call or
 when the backend is built with ``load = "eager"``. Every call becomes items on the engine's one
 worker thread: ``chat_many`` one ``LLM.chat`` call, ``chat`` and ``achat`` items that join whatever
-call is queued with them, ``stream`` a request driven step by step.
+call is queued with them, ``stream`` a request driven step by step, ``score`` and ``score_many`` one
+``LLM.generate`` call with ``prompt_logprobs``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +21,11 @@ from typing_extensions import Unpack
 from llmclient._settings import read_settings
 from llmclient.backend import Messages
 from llmclient.backends.in_process import InProcessBackend
-from llmclient.backends.vllm_engine.convert import conversation
 from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
 from llmclient.config import BackendConfig
 from llmclient.errors import LLMClientError, ModelLoadError
+from llmclient.logprobs import RawScore, ScoreOptions
+from llmclient.scoring import Scored
 from llmclient.types import ChatRequest, ChatResponse, GenerationOptions, GenerationParams, StreamDelta
 
 if TYPE_CHECKING:
@@ -79,14 +82,16 @@ class VLLMEngineBackend(InProcessBackend["Engine"]):
         """A backend around a ``vllm.LLM`` you have already built.
 
         ``model_name`` is what replies report as ``model``; by default the engine's model. Settings
-        about building the engine are ignored; ``chat_template`` and ``prices`` apply. Closing the
-        backend lets go of the engine without shutting it down: it stays yours.
+        about building the engine are ignored; ``chat_template``, ``tool_profile`` and ``prices``
+        apply. Closing the backend lets go of the engine without shutting it down: it stays yours.
         """
         label = model_name or str(getattr(llm.llm_engine.model_config, "model", "") or "vllm")
         chosen = settings or VLLMEngineSettings()
         backend = cls(label, settings=replace(chosen, load="lazy"), name=name, defaults=defaults)
         backend.settings = chosen.check()
-        backend._engine = _engine_module().Engine(llm, owned=False, settings=backend.settings)
+        backend._engine = _engine_module().Engine(
+            llm, owned=False, settings=backend.settings, model_name=label
+        )
         return backend
 
     # -- what the model is -----------------------------------------------------------------------
@@ -140,33 +145,84 @@ class VLLMEngineBackend(InProcessBackend["Engine"]):
         await asyncio.gather(*waits, return_exceptions=True)
         return [self._settled(item, started) for item in items]
 
+    # -- scoring (``prompt_logprobs``: :mod:`.scoring`) -----------------------------------------
+
+    def _score(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        return _one(self._scores(self._ensure(), [request], candidates, options).result())
+
+    async def _ascore(
+        self, request: ChatRequest, candidates: Sequence[str], options: ScoreOptions
+    ) -> list[RawScore]:
+        future = self._scores(await self._aensure(), [request], candidates, options)
+        return _one(await asyncio.wrap_future(future))
+
+    def _score_many(
+        self,
+        requests: Sequence[ChatRequest],
+        candidates: Sequence[str],
+        options: ScoreOptions,
+        concurrency: int,
+    ) -> list[Scored]:
+        """Every conversation's candidates in one ``LLM.generate`` call (``concurrency`` does not apply)."""
+        return self._scores(self._ensure(), requests, candidates, options).result()
+
+    async def _ascore_many(
+        self,
+        requests: Sequence[ChatRequest],
+        candidates: Sequence[str],
+        options: ScoreOptions,
+        concurrency: int,
+    ) -> list[Scored]:
+        """Async :meth:`_score_many`: the same one call, awaited."""
+        return await asyncio.wrap_future(self._scores(await self._aensure(), requests, candidates, options))
+
+    def _scores(
+        self,
+        engine: Engine,
+        requests: Sequence[ChatRequest],
+        candidates: Sequence[str],
+        options: ScoreOptions,
+    ) -> Future[list[Scored]]:
+        items = self._items(engine, requests)
+        future: Future[list[Scored]] = engine.call(
+            lambda _: engine.score(items, candidates, options.end_of_turn)
+        )
+        return future
+
     # -- prompts and tokens ------------------------------------------------------------------
 
     def render_prompt(self, messages: Messages, **options: Unpack[GenerationOptions]) -> str:
-        """The exact text the model is given: the chat template applied, generation prompt added."""
-        request = self.prepare(messages, options)
+        """The exact text the model is given: the chat template applied (with the tools, where the
+        call offers them), generation prompt added.
+        """
         engine = self._ensure()
-        turns = conversation(request.messages)
-        text: str = engine.call(lambda _: engine.prompt_text(turns)).result()
+        item = engine.item(self.prepare(messages, options), self.model)
+        text: str = engine.call(lambda _: engine.prompt_text(item.conversation, item.tools)).result()
         return text
 
     def count_tokens(self, messages: Messages) -> int:
         """Tokens in the prompt for ``messages``."""
-        request = self.prepare(messages, {})
         engine = self._ensure()
-        turns = conversation(request.messages)
-        return len(engine.call(lambda _: engine.prompt_ids(turns)).result())
+        item = engine.item(self.prepare(messages, {}), self.model)
+        return len(engine.call(lambda _: engine.prompt_ids(item.conversation, item.tools)).result())
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _submit_all(self, engine: Engine, requests: Sequence[ChatRequest]) -> list[Item | LLMClientError]:
-        """An item for each request (or the typed error its parameters raised), all queued as one job."""
+    def _items(self, engine: Engine, requests: Sequence[ChatRequest]) -> list[Item | LLMClientError]:
+        """An item for each request, or the typed error its parameters raised."""
         items: list[Item | LLMClientError] = []
         for request in requests:
             try:
                 items.append(engine.item(request, self.model))
             except LLMClientError as exc:
                 items.append(exc)
+        return items
+
+    def _submit_all(self, engine: Engine, requests: Sequence[ChatRequest]) -> list[Item | LLMClientError]:
+        """An item for each request (or the typed error its parameters raised), all queued as one job."""
+        items = self._items(engine, requests)
         engine.submit([i for i in items if not isinstance(i, LLMClientError)])
         return items
 
@@ -192,6 +248,13 @@ def from_config(config: BackendConfig) -> VLLMEngineBackend:
         name=config.name or None,
         defaults=config.defaults,
     )
+
+
+def _one(found: list[Scored]) -> list[RawScore]:
+    """The scores of a one-conversation batch, or its error raised."""
+    if isinstance(found[0], LLMClientError):
+        raise found[0]
+    return found[0]
 
 
 def _engine_module() -> Any:

@@ -212,6 +212,14 @@ def engine_error(exc: BaseException, params: GenerationParams) -> LLMClientError
     return ProviderError(f"the vLLM engine failed: {text}")
 
 
+def typed_error(exc: BaseException, params: GenerationParams) -> LLMClientError:
+    """:func:`engine_error`, with ``exc`` as its cause."""
+    error = engine_error(exc, params)
+    if error is not exc:
+        error.__cause__ = exc
+    return error
+
+
 _WINDOW_WORDS = ("maximum model length", "maximum context length", "max_model_len")
 _STRUCTURED_WORDS = ("structured", "grammar", "schema", "regex", "guided", "xgrammar", "guidance", "json")
 

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from llmclient.backends.vllm_engine import convert
+from llmclient.backends.vllm_engine.scoring import score_all
 from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
+from llmclient.backends.vllm_engine.tooling import ToolDeltas, ToolReading, ToolSetup, tools_key
 from llmclient.errors import LLMClientError, ModelLoadError
+from llmclient.logprobs import RawScore
 from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta
 
 logger = logging.getLogger("llmclient")
@@ -47,7 +50,14 @@ class Item:
     sampling: Any
     params: GenerationParams
     model: str
+    tools: list[dict[str, Any]] | None = None
+    reading: ToolReading | None = None
     future: Future[ChatResponse] = field(default_factory=Future)
+
+    def reply(self, output: Any) -> ChatResponse:
+        """The finished ``RequestOutput`` as this item's reply, its tool calls read where it offered tools."""
+        reply = convert.response(output, self.model, self.params)
+        return reply if self.reading is None else self.reading.reply(reply)
 
 
 @dataclass
@@ -81,14 +91,27 @@ class Engine:
         llm: the engine.
         owned: whether closing shuts the engine down (one built here) or only lets go of it (one the
             user passed to ``VLLMEngineBackend.from_llm``).
-        settings: the backend's settings (chat template).
+        settings: the backend's settings (chat template, tool profile).
+        model_name: the backend's model (``smollm2`` gets the ``smollm2`` tool profile); by default
+            the engine's.
     """
 
-    def __init__(self, llm: Any, *, owned: bool, settings: VLLMEngineSettings) -> None:
+    def __init__(
+        self, llm: Any, *, owned: bool, settings: VLLMEngineSettings, model_name: str | None = None
+    ) -> None:
         self.llm = llm
         self.owned = owned
         self.chat_template = _template_text(settings.chat_template)
         self.model_defaults = _model_defaults(llm)
+        tokenizer = llm.get_tokenizer()
+        template = self.chat_template or getattr(tokenizer, "chat_template", None)
+        self.tools = ToolSetup(
+            tokenizer,
+            template if isinstance(template, str) else None,
+            model_name=model_name or str(getattr(llm.llm_engine.model_config, "model", "")),
+            configured=settings.tool_profile,
+            guidance=_structured_backend(llm) == "guidance",
+        )
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="llmclient-vllm-engine", daemon=True)
@@ -102,7 +125,7 @@ class Engine:
             llm = _vllm.LLM(**kwargs)
         except Exception as exc:
             raise ModelLoadError(f"vLLM could not start an engine for {model!r}: {exc}") from exc
-        return cls(llm, owned=True, settings=settings)
+        return cls(llm, owned=True, settings=settings, model_name=model)
 
     @property
     def window(self) -> int | None:
@@ -117,11 +140,19 @@ class Engine:
         typed error here, before anything is queued.
         """
         params = request.params
+        prepared = self.tools.prepare(request)
         try:
-            sampling = self._sampling(params, stream=stream)
+            sampling = self._sampling(
+                params,
+                stream=stream,
+                tools=prepared.reading is not None if prepared else False,
+                grammar=prepared.grammar if prepared else None,
+            )
         except Exception as exc:
             raise convert.engine_error(exc, params) from exc
-        return Item(convert.conversation(request.messages), sampling, params, model)
+        if prepared is None:
+            return Item(convert.conversation(request.messages), sampling, params, model)
+        return Item(prepared.conversation, sampling, params, model, prepared.tools, prepared.reading)
 
     def submit(self, items: Sequence[Item]) -> None:
         """Queue ``items`` as one chat job; each item's future settles with its reply or error."""
@@ -132,11 +163,12 @@ class Engine:
         """The deltas of ``item``'s reply; closing the iterator early aborts the request."""
         job = StreamJob(item)
         self._jobs.put(job)
+        calls = None if item.reading is None else ToolDeltas(item.reading)
         try:
             while (delta := job.out.get()) is not _END:
                 if isinstance(delta, LLMClientError):
                     raise delta
-                yield delta
+                yield delta if calls is None else calls.feed(delta)
         finally:
             job.cancelled.set()
 
@@ -146,19 +178,38 @@ class Engine:
         self._jobs.put(job)
         return job.future
 
-    def prompt_text(self, conversation: list[dict[str, Any]]) -> str:
-        """The prompt ``conversation`` becomes (run on the worker thread: the tokenizer is the LLM's)."""
+    def prompt_text(
+        self, conversation: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt ``conversation`` becomes, with ``tools`` where the template reads them (run on the
+        worker thread: the tokenizer is the LLM's).
+        """
         tokenizer = self.llm.get_tokenizer()
         text: str = tokenizer.apply_chat_template(
-            conversation, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
+            conversation,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=False,
+            **({"tools": tools} if tools else {}),
         )
         return text
 
-    def prompt_ids(self, conversation: list[dict[str, Any]]) -> list[int]:
+    def prompt_ids(
+        self, conversation: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         """The prompt's token ids, tokenized as ``LLM.chat`` does (no special tokens added)."""
-        text = self.prompt_text(conversation)
+        text = self.prompt_text(conversation, tools)
         ids: list[int] = self.llm.get_tokenizer().encode(text, add_special_tokens=False)
         return ids
+
+    def score(
+        self, items: Sequence[Item | LLMClientError], candidates: Sequence[str], end_of_turn: bool
+    ) -> list[list[RawScore] | LLMClientError]:
+        """Each item's candidate scores (or its typed error), all rows in one ``LLM.generate`` call with
+        ``prompt_logprobs`` (:func:`.scoring.score_all`); run on the worker thread (through :meth:`call`).
+        """
+        sampling = _sampling_params.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        return score_all(self, items, candidates, end_of_turn, sampling)
 
     def close(self) -> None:
         """Stop the worker after the jobs already queued, then shut the engine down if it is ours."""
@@ -208,24 +259,36 @@ class Engine:
             outputs = self._chat(items)
         except Exception as exc:
             if len(items) == 1:
-                items[0].future.set_exception(_typed(exc, items[0].params))
+                items[0].future.set_exception(convert.typed_error(exc, items[0].params))
                 return
             for item in items:
                 self._run_chats([item])
             return
         for item, output in zip(items, outputs, strict=True):
             try:
-                item.future.set_result(convert.response(output, item.model, item.params))
+                item.future.set_result(item.reply(output))
             except Exception as exc:
-                item.future.set_exception(_typed(exc, item.params))
+                item.future.set_exception(convert.typed_error(exc, item.params))
 
     def _chat(self, items: list[Item]) -> list[Any]:
-        outputs: list[Any] = self.llm.chat(
-            [i.conversation for i in items],
-            [i.sampling for i in items],
-            use_tqdm=False,
-            chat_template=self.chat_template,
-        )
+        """The outputs of ``items``, in order: one ``LLM.chat`` call per distinct ``tools`` argument
+        (it takes one for the whole call), so a batch without tools, or with the same tools, is one.
+        """
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(tools_key(item.tools), []).append(index)
+        outputs: list[Any] = [None] * len(items)
+        for indexes in groups.values():
+            chosen = [items[i] for i in indexes]
+            found = self.llm.chat(
+                [i.conversation for i in chosen],
+                [i.sampling for i in chosen],
+                use_tqdm=False,
+                chat_template=self.chat_template,
+                **({"tools": chosen[0].tools} if chosen[0].tools else {}),
+            )
+            for index, output in zip(indexes, found, strict=True):
+                outputs[index] = output
         return outputs
 
     def _run_stream(self, job: StreamJob) -> None:
@@ -235,7 +298,7 @@ class Engine:
         try:
             if job.cancelled.is_set():
                 return
-            ids = self.prompt_ids(item.conversation)
+            ids = self.prompt_ids(item.conversation, item.tools)
             engine.add_request(request_id, {"prompt_token_ids": ids}, item.sampling)
             added, generated = True, 0
             while engine.has_unfinished_requests():
@@ -248,15 +311,20 @@ class Engine:
         except Exception as exc:
             if added:
                 _abort_quietly(engine, request_id)
-            job.out.put(_typed(exc, item.params))
+            job.out.put(convert.typed_error(exc, item.params))
         finally:
             job.out.put(_END)
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _sampling(self, params: GenerationParams, *, stream: bool) -> Any:
+    def _sampling(self, params: GenerationParams, *, stream: bool, tools: bool, grammar: str | None) -> Any:
+        """The ``SamplingParams`` of a request; with tools, the reply keeps its special tokens (some
+        models' call tags are special tokens) and, where given, is held to the calls' ``grammar``.
+        """
         kwargs = convert.sampling_kwargs(params, self.model_defaults)
-        spec = convert.structured_spec(params.response_format)
+        spec = convert.structured_spec(params.response_format) if grammar is None else {"grammar": grammar}
+        if tools:
+            kwargs["skip_special_tokens"] = False
         if spec is not None:
             key, value = _structured(spec)
             kwargs[key] = value
@@ -297,6 +365,12 @@ def _structured(spec: dict[str, Any]) -> tuple[str, Any]:
     return key, cls(**{k: v for k, v in spec.items() if k in known})
 
 
+def _structured_backend(llm: Any) -> str:
+    """The engine's structured-output backend (``auto``, ``xgrammar``, ``guidance``, ...)."""
+    config = getattr(getattr(llm.llm_engine, "vllm_config", None), "structured_outputs_config", None)
+    return str(getattr(config, "backend", "auto"))
+
+
 def _model_defaults(llm: Any) -> dict[str, Any]:
     """The model's generation-config sampling values as vLLM reads them; none where it cannot say."""
     config = getattr(llm.llm_engine, "model_config", None)
@@ -316,13 +390,6 @@ def _template_text(template: str | None) -> str | None:
     if not path.is_file():
         raise ModelLoadError(f"chat_template {template!r} is neither a Jinja template nor a file")
     return path.read_text(encoding="utf-8")
-
-
-def _typed(exc: BaseException, params: GenerationParams) -> LLMClientError:
-    error = convert.engine_error(exc, params)
-    if error is not exc:
-        error.__cause__ = exc
-    return error
 
 
 def _abort_quietly(engine: Any, request_id: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from llmclient._settings import Settings
 from llmclient.cost import Prices
+from llmclient.tools.profiles import PROFILES
 
 DEFAULT_MAX_NEW_TOKENS = 256
 """Tokens generated when neither the call nor the backend's ``defaults`` set ``max_new_tokens`` (the
@@ -63,6 +64,11 @@ class VLLMEngineSettings(Settings):
     unset."""
     chat_template: str | None = None
     """A Jinja chat template, or the path of a file holding one, replacing the tokenizer's own."""
+    tool_profile: str | None = None
+    """How tools are shown to a model whose chat template does not read ``tools``, and how its calls
+    are read: ``smollm2`` (the built-in alias's default), ``hermes`` (also ``qwen2.5``) or ``llama3``,
+    as on the local backend. Unset, a template that reads ``tools`` renders them, and another model
+    given tools raises UnsupportedFeatureError."""
     cache_dir: str | None = None
     """Where the built-in ``smollm2`` model's converted checkpoint is kept (the local backend's cache:
     ``$LLMCLIENT_CACHE``, else ``$XDG_CACHE_HOME/llmclient``, else ``~/.cache/llmclient``)."""
@@ -73,8 +79,8 @@ class VLLMEngineSettings(Settings):
     ``usage.cost``; unset, a local reply costs ``None``."""
 
     def problems(self) -> Iterator[tuple[str, str, str]]:
-        """A dtype that names no dtype, sizes below 1, a memory fraction outside (0, 1], and engine
-        arguments that are settings of their own.
+        """A dtype that names no dtype, sizes below 1, a memory fraction outside (0, 1], an unknown
+        tool profile, and engine arguments that are settings of their own.
         """
         if self.dtype.lower() not in DTYPE_NAMES:
             yield "dtype", "unknown dtype", f"Use one of {', '.join(DTYPE_NAMES)}"
@@ -85,6 +91,8 @@ class VLLMEngineSettings(Settings):
         fraction = self.gpu_memory_utilization
         if fraction is not None and not 0 < fraction <= 1:
             yield "gpu_memory_utilization", "must be in (0, 1]", "Set a fraction such as 0.8"
+        if self.tool_profile is not None and self.tool_profile not in PROFILES:
+            yield "tool_profile", "unknown tool profile", f"Use one of {', '.join(sorted(PROFILES))}"
         if "model" in self.engine_args:
             yield "engine_args", "sets model", "Give the model as the backend's model, not an engine argument"
         for key in OWN_KEYS:
@@ -107,4 +115,9 @@ class VLLMEngineSettings(Settings):
         }
         kwargs.update({key: value for key, value in optional.items() if value is not None})
         kwargs.update(self.engine_args)
+        structured = kwargs.get("structured_outputs_config")
+        if isinstance(structured, dict) and structured.get("backend") == "guidance":
+            # vLLM's guidance backend reads this per engine, not per request: objects stay closed, as
+            # every other backend keeps them, unless the configuration says otherwise.
+            kwargs["structured_outputs_config"] = {"disable_additional_properties": True, **structured}
         return kwargs
