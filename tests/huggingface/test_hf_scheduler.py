@@ -62,7 +62,7 @@ class Seen:
 @pytest.fixture
 def backend(tiny_models: dict[str, Path]) -> Iterator[HuggingFaceBackend]:
     """A backend of its own, so its threads and its closing are this test's alone."""
-    built = HuggingFaceBackend(str(tiny_models["llama"]), device="cpu", load="eager")
+    built = HuggingFaceBackend(str(tiny_models["llama"]), device="cpu", dtype="float32", load="eager")
     yield built
     built.close()
 

@@ -8,6 +8,10 @@ through the handles it returns: ``chat`` and ``chat_many`` from the calling thre
 ``achat_many`` from the event loop, ``stream`` and ``astream`` reading tokens. So a sync
 ``chat_many`` involves two threads: the caller's and the model's. Scoring candidates (``score`` and
 its forms) submits score jobs the same way (:mod:`.scoring`).
+
+Each hook reaches the engine before it imports a module that imports torch, so without the ``[hf]``
+extra every call (``chat``, ``stream``, ``chat_many``, ...) raises the typed ``ModelLoadError`` with
+the install hint. A reply's latency ends at its own last token, not at the end of its batch.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
         name: str | None = None,
         defaults: GenerationParams | None = None,
     ) -> HuggingFaceBackend:
-        """A backend around a model and tokenizer you have already loaded (or built).
+        """A backend around a model and tokenizer you have already loaded (or built); for a
+        vision-language model, pass its processor as ``tokenizer`` so images reach the model.
 
         ``model_name`` is what replies report as ``model``; by default the model's ``name_or_path``.
         Settings about loading are ignored; the others (template, window, batching) apply.
@@ -113,6 +118,13 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
         return self._ensure().tokenizer
 
     @property
+    def dtype(self) -> str:
+        """The dtype the model computes in (``bfloat16``, ``float32``, ...), loading it if needed: the
+        ``dtype`` setting, or what ``auto`` chose for this machine (docs/local.md).
+        """
+        return str(self._ensure().model.dtype).removeprefix("torch.")
+
+    @property
     def context_window(self) -> int | None:
         """The model's window in tokens (``None`` where its config sets none), loading it if needed."""
         return self._ensure().window
@@ -120,28 +132,30 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
     # -- the contract ------------------------------------------------------------------------
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
         engine = self._ensure()
         (handle,) = engine.scheduler.submit([engine.job(request)])
-        return self._response(handle.result())
+        return self._response(handle.result(), started)
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
         engine = await self._aensure()
         (handle,) = engine.scheduler.submit([engine.job(request)], gather=asyncio.get_running_loop())
-        return self._response(await handle)
+        return self._response(await handle, started)
 
     def _stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
+        engine = self._ensure()
         from llmclient.backends.huggingface.streaming import stream
 
-        engine = self._ensure()
         return stream(engine, engine.job(request), self.model)
 
     def _astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         return self._astream_deltas(request)
 
     async def _astream_deltas(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        engine = await self._aensure()
         from llmclient.backends.huggingface.streaming import astream
 
-        engine = await self._aensure()
         async with contextlib.aclosing(astream(engine, engine.job(request), self.model)) as deltas:
             async for delta in deltas:
                 yield delta
@@ -153,10 +167,10 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
 
         ``concurrency`` caps the conversations in one batch (with ``max_batch_size``).
         """
-        from llmclient.backends.huggingface.scheduler import wait_all
-
         started = time.perf_counter()
         engine = self._ensure()
+        from llmclient.backends.huggingface.scheduler import wait_all
+
         items = _submit_all(engine, _jobs(requests, partial(engine.job, max_rows=concurrency)), gather=None)
         wait_all(_handles(items))
         return self._replies(items, started)
@@ -165,10 +179,10 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
         self, requests: Sequence[ChatRequest], concurrency: int
     ) -> list[ChatResponse | LLMClientError]:
         """Async :meth:`_chat_many`: prompts are prepared off the event loop, then all submitted."""
-        from llmclient.backends.huggingface.scheduler import await_all
-
         started = time.perf_counter()
         engine = await self._aensure()
+        from llmclient.backends.huggingface.scheduler import await_all
+
         jobs = await asyncio.to_thread(_jobs, requests, partial(engine.job, max_rows=concurrency))
         items = _submit_all(engine, jobs, gather=asyncio.get_running_loop())
         await await_all(_handles(items))
@@ -199,9 +213,9 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
         concurrency: int,
     ) -> list[Scored]:
         """Batched like :meth:`_chat_many`: every conversation's score job submitted at once."""
+        engine = self._ensure()
         from llmclient.backends.huggingface.scheduler import wait_all
 
-        engine = self._ensure()
         build = partial(engine.score_job, candidates=candidates, options=options, max_rows=concurrency)
         items = _submit_all(engine, _jobs(requests, build), gather=None)
         wait_all(_handles(items))
@@ -215,9 +229,9 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
         concurrency: int,
     ) -> list[Scored]:
         """Async :meth:`_score_many`: the jobs are prepared off the event loop, then all submitted."""
+        engine = await self._aensure()
         from llmclient.backends.huggingface.scheduler import await_all
 
-        engine = await self._aensure()
         build = partial(engine.score_job, candidates=candidates, options=options, max_rows=concurrency)
         jobs = await asyncio.to_thread(_jobs, requests, build)
         items = _submit_all(engine, jobs, gather=asyncio.get_running_loop())
@@ -262,13 +276,23 @@ class HuggingFaceBackend(InProcessBackend["Engine"]):
                 replies.append(item)
                 continue
             try:
-                replies.append(self._finish(self._response(item.result()), started))
+                replies.append(self._finish(self._response(item.result(), started), started))
             except LLMClientError as exc:
                 replies.append(exc)
         return replies
 
-    def _response(self, outcome: Outcome) -> ChatResponse:
+    def _finish(self, reply: ChatResponse, started: float) -> ChatResponse:
+        """The base's stamp, keeping the latency :meth:`_response` measured to the row's last token."""
+        finished = super()._finish(reply, started)
+        return replace(finished, latency=reply.latency) if reply.latency else finished
+
+    def _response(self, outcome: Outcome, started: float | None = None) -> ChatResponse:
+        """The reply of ``outcome``; with ``started``, its latency: from then to the row's own last
+        token, not to the end of the batch it shared with longer rows.
+        """
+        ended = outcome.finished_at or time.perf_counter()
         return ChatResponse(
+            latency=max(ended - started, 0.0) if started is not None else 0.0,
             text=outcome.text,
             finish_reason=outcome.finish_reason,
             usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=len(outcome.token_ids)),

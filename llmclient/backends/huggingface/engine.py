@@ -21,6 +21,13 @@ from llmclient.backends.huggingface.scheduler import Scheduler
 from llmclient.backends.huggingface.scoring import ScoreJob, candidate_ids, end_of_turn_id, refuse_unscorable
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
 from llmclient.backends.huggingface.toolcalls import tool_kit
+from llmclient.backends.huggingface.vision import (
+    VisionGenerator,
+    VisionPromptBuilder,
+    check_processor,
+    is_vision_processor,
+    refuse_image_scoring,
+)
 from llmclient.errors import UnsupportedFeatureError
 from llmclient.logprobs import ScoreOptions
 from llmclient.types import ChatRequest
@@ -30,7 +37,8 @@ class Engine:
     """A model, its tokenizer and the machinery around them.
 
     Args:
-        loaded: the model and tokenizer.
+        loaded: the model and tokenizer (and a vision model's processor, which then renders the
+            prompts and prepares every batch with its images: :mod:`.vision`).
         name: the model's name as the user gave it, for replies and messages.
         settings: the backend's settings.
     """
@@ -39,16 +47,25 @@ class Engine:
         self.name = name
         self.settings = settings
         self.is_seq2seq = loaded.is_seq2seq
-        self.generator = Generator(loaded.model, loaded.tokenizer)
-        self.prompts = PromptBuilder(
-            loaded.tokenizer,
-            model_name=name,
-            chat_template=read_template(settings.chat_template),
-            system_role=settings.system_role,
-            encoder_decoder=loaded.is_seq2seq,
+        processor = loaded.processor
+        self.generator = (
+            Generator(loaded.model, loaded.tokenizer)
+            if processor is None
+            else VisionGenerator(loaded.model, processor)
+        )
+        prompt_options: dict[str, Any] = {
+            "model_name": name,
+            "chat_template": read_template(settings.chat_template),
+            "system_role": settings.system_role,
+            "encoder_decoder": loaded.is_seq2seq,
+        }
+        self.prompts = (
+            PromptBuilder(loaded.tokenizer, **prompt_options)
+            if processor is None
+            else VisionPromptBuilder(processor, **prompt_options)
         )
         self.texts = TokenTexts(loaded.tokenizer)
-        template = read_template(settings.chat_template)
+        template = read_template(settings.chat_template) or getattr(processor, "chat_template", None)
         self.tools = tool_kit(loaded.tokenizer, template, name, settings.tool_profile)
         self.window = settings.context_window or context_window(loaded.model.config)
         self.scheduler = Scheduler(
@@ -64,12 +81,20 @@ class Engine:
 
     @classmethod
     def from_objects(cls, model: Any, tokenizer: Any, *, name: str, settings: HuggingFaceSettings) -> Engine:
-        """An engine around an already loaded model and tokenizer; encoder-only models are refused."""
+        """An engine around an already loaded model and tokenizer (or a vision model's processor, in
+        place of the tokenizer); encoder-only models are refused.
+        """
         _, is_seq2seq = model_class_for(model.config, name)
         model.eval()
-        return cls(
-            LoadedModel(model=model, tokenizer=tokenizer, is_seq2seq=is_seq2seq), name=name, settings=settings
+        processor = tokenizer if is_vision_processor(tokenizer) else None
+        check_processor(model.config, processor, name)
+        loaded = LoadedModel(
+            model=model,
+            tokenizer=tokenizer if processor is None else processor.tokenizer,
+            is_seq2seq=is_seq2seq,
+            processor=processor,
         )
+        return cls(loaded, name=name, settings=settings)
 
     @property
     def model(self) -> Any:
@@ -133,6 +158,7 @@ class Engine:
                 )
         longest = max(len(self.prompts.encode_piece(c)) for c in candidates) + (end is not None)
         prompt = self.fit(request, longest)
+        refuse_image_scoring(prompt, self.name)
         return ScoreJob(
             prompt=prompt, candidates=candidate_ids(self.prompts, prompt, candidates, end), max_rows=max_rows
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,6 +160,8 @@ class Outcome:
             text), where the job asked for them; empty otherwise.
         tool_calls: the calls read from the reply (ids empty), where the job had tools; ``text`` is
             then the text outside them.
+        finished_at: ``time.perf_counter()`` when the row's last token was made (rows of a batch
+            end at different steps); the reply's latency ends here, not at the end of the batch.
     """
 
     text: str
@@ -167,6 +170,7 @@ class Outcome:
     prompt_tokens: int
     steps: list[Step] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    finished_at: float | None = None
 
 
 class RowTracker(StoppingCriteria):
@@ -191,6 +195,7 @@ class RowTracker(StoppingCriteria):
         self._windows = [4 * max(map(len, job.stop)) + 4 if job.stop else 0 for job in jobs]
         self.ends: list[int | None] = [None] * len(jobs)
         self.endings: list[Ending | None] = [None] * len(jobs)
+        self.times: list[float | None] = [None] * len(jobs)
 
     @property
     def offset(self) -> int:
@@ -224,6 +229,7 @@ class RowTracker(StoppingCriteria):
         if ending is not None:
             self.ends[row] = step
             self.endings[row] = ending
+            self.times[row] = time.perf_counter()
             if self._grammar is not None:
                 self._grammar.release(row)
 
@@ -257,13 +263,8 @@ class Generator:
         """Generate for ``jobs`` in one left-padded batch; they must share a :attr:`Job.batch_key`."""
         eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
         pad_id = _pad_id(self.model.generation_config, self.tokenizer, eos_ids)
-        width = max(len(job.prompt.ids) for job in jobs)
-        input_ids = torch.full((len(jobs), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, job in enumerate(jobs):
-            length = len(job.prompt.ids)
-            input_ids[row, width - length :] = torch.tensor(job.prompt.ids, dtype=torch.long)
-            attention_mask[row, width - length :] = 1
+        inputs = self.inputs(jobs, pad_id)
+        width = inputs["input_ids"].shape[1]
         max_new_tokens = max(job.max_new_tokens for job in jobs)
         kwargs: dict[str, Any] = {
             **jobs[0].extra,
@@ -287,9 +288,7 @@ class Generator:
             device = self.model.device
             try:
                 with _seeded(jobs[0].sampling.seed, device):
-                    sequences = self.model.generate(
-                        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
-                    )
+                    sequences = self.model.generate(**{k: v.to(device) for k, v in inputs.items()}, **kwargs)
             except LLMClientError:
                 raise
             except Exception as exc:
@@ -298,9 +297,22 @@ class Generator:
                 recorder.settle(sequences[:, -1])
             new_tokens = sequences[:, tracker.offset :].tolist()
         return [
-            self._outcome(job, new_tokens[row], tracker.ends[row], tracker.endings[row])
+            self._outcome(job, new_tokens[row], tracker.ends[row], tracker.endings[row], tracker.times[row])
             for row, job in enumerate(jobs)
         ]
+
+    def inputs(self, jobs: Sequence[Job], pad_id: int) -> dict[str, torch.Tensor]:
+        """The batch's ``generate`` tensors: the prompts' ids left-padded with ``pad_id``, and their
+        attention mask (a vision model's generator adds its images, :mod:`.vision`).
+        """
+        width = max(len(job.prompt.ids) for job in jobs)
+        input_ids = torch.full((len(jobs), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, job in enumerate(jobs):
+            length = len(job.prompt.ids)
+            input_ids[row, width - length :] = torch.tensor(job.prompt.ids, dtype=torch.long)
+            attention_mask[row, width - length :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def score(self, jobs: Sequence[ScoreJob], token_budget: int) -> list[list[RawScore]]:
         """Score the candidates of ``jobs`` in one batch (:func:`~.scoring.score_batch`)."""
@@ -325,7 +337,9 @@ class Generator:
             return None
         return self.grammars.mask([job.grammar for job in jobs], eos_ids)
 
-    def _outcome(self, job: Job, tokens: list[int], end: int | None, ending: Ending | None) -> Outcome:
+    def _outcome(
+        self, job: Job, tokens: list[int], end: int | None, ending: Ending | None, at: float | None = None
+    ) -> Outcome:
         kept = tokens[:end] if end is not None else tokens
         shown = kept[:-1] if ending == "eos" else kept
         calls: list[ToolCall] = []
@@ -341,6 +355,7 @@ class Generator:
             prompt_tokens=len(job.prompt.ids),
             steps=job.steps[: len(shown)],
             tool_calls=calls,
+            finished_at=at or time.perf_counter(),
         )
 
     def final_text(self, tokens: list[int], stops: Sequence[str]) -> tuple[str, bool]:

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+CONVERT_MB_PER_SECOND = 5.0
+"""How fast dequantising a GGUF file goes on a small CPU, for the estimate said before converting."""
 CACHE_ENV = "LLMCLIENT_CACHE"
 """Environment variable naming llmclient's cache directory."""
 
@@ -82,18 +86,22 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 def convert(directory: str, gguf_file: str, target: Path, model_class: Any) -> None:
-    """Dequantise ``directory/gguf_file`` with transformers and save it as a checkpoint at ``target``."""
+    """Dequantise ``directory/gguf_file`` with transformers and save it as a checkpoint at ``target``.
+
+    It says so on stderr in one line, with about how long it takes, since it happens once and takes
+    far longer than a later load; transformers' progress bars are kept off meanwhile.
+    """
     import torch
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    logger.info(
-        "converting %s to a transformers checkpoint once (dequantising takes a while); "
-        "later loads read %s and take seconds",
-        gguf_file,
-        target,
+    print(
+        f"llmclient: converting {gguf_file} into a transformers checkpoint, once: about "
+        f"{estimated_seconds(Path(directory) / gguf_file)} s; later loads read {target} and take seconds",
+        file=sys.stderr,
+        flush=True,
     )
-    with atomic_directory(target) as scratch:
+    with atomic_directory(target) as scratch, _quiet_progress():
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
         tokenizer.save_pretrained(scratch)
         loaded = model_class.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
@@ -107,3 +115,33 @@ def convert(directory: str, gguf_file: str, target: Path, model_class: Any) -> N
         plain.generation_config = loaded.generation_config
         plain.save_pretrained(scratch)
     logger.info("converted %s in %.1f s; cached at %s", gguf_file, time.perf_counter() - started, target)
+
+
+def estimated_seconds(gguf_path: Path) -> int:
+    """About how long converting ``gguf_path`` takes on a small CPU, rounded to 10 s: dequantising
+    runs at about :data:`CONVERT_MB_PER_SECOND` (the 98 MB SmolLM2 file took 20 s on 2 cores).
+    """
+    megabytes = gguf_path.stat().st_size / 1e6 if gguf_path.is_file() else 100.0
+    return max(10, round(megabytes / CONVERT_MB_PER_SECOND / 10) * 10)
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No progress bars from transformers while converting: the line printed before says what happens."""
+    import importlib
+
+    from transformers.utils import logging as hf_logging
+
+    gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    enabled = hf_logging.is_progress_bar_enabled()
+    bar = getattr(gguf_utils, "tqdm", None)  # GGUF reading uses tqdm directly, not transformers' switch
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

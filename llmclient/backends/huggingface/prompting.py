@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmclient.backends.huggingface.toolcalls import tool_history
-from llmclient.errors import ChatTemplateError, ConfigError, ContextWindowExceededError
+from llmclient.errors import (
+    ChatTemplateError,
+    ConfigError,
+    ContextWindowExceededError,
+    UnsupportedFeatureError,
+)
+from llmclient.images import has_images
 from llmclient.types import Message
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -61,7 +67,14 @@ class PromptBuilder:
             front of the first user message, for templates that refuse a system role.
         encoder_decoder: whether the model is encoder-decoder; without a template it is then given
             plain text (:func:`plain_text`) instead of refused.
+
+    A text model is never given images: a conversation with an image part is refused with
+    :class:`UnsupportedFeatureError` rather than flattened to its text. Vision models render
+    through :class:`~.vision.VisionPromptBuilder`, which overrides the hooks :meth:`conversation`
+    and :meth:`with_text` and renders with the processor (``_renderer``).
     """
+
+    takes_images = False
 
     def __init__(
         self,
@@ -73,6 +86,7 @@ class PromptBuilder:
         encoder_decoder: bool = False,
     ) -> None:
         self._tokenizer = tokenizer
+        self._renderer: Any = tokenizer  # what applies the chat template (a vision model's processor)
         self._model_name = model_name
         self._template = chat_template or getattr(tokenizer, "chat_template", None)
         self._system_role = system_role
@@ -81,6 +95,12 @@ class PromptBuilder:
 
     def render(self, messages: Sequence[Message]) -> str:
         """The exact text the model is given for ``messages``, generation prompt included."""
+        if not self.takes_images and has_images(messages):
+            raise UnsupportedFeatureError(
+                f"model {self._model_name!r} is a text-only model and cannot see images; send text "
+                f"only, or load a vision-language (image-text-to-text) model such as a LLaVA, SmolVLM "
+                f"or Qwen2-VL checkpoint"
+            )
         if self.plain:
             return plain_text(messages, self._model_name)
         if not self._template:
@@ -89,9 +109,7 @@ class PromptBuilder:
                 f"into its prompt. Set chat_template in the backend config to a Jinja template string or "
                 f"the path of a .jinja file (e.g. the ChatML template of a similar model)"
             )
-        conversation = tool_history([_to_template_dict(m) for m in messages])
-        if self._system_role == "merge":
-            conversation = _merge_system(conversation)
+        conversation = self.conversation(messages)
         try:
             return self._apply(conversation)
         except ChatTemplateError:
@@ -109,6 +127,15 @@ class PromptBuilder:
                 f"the chat template of {self._model_name!r} rejects this conversation: {exc}"
             ) from exc
 
+    def conversation(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """``messages`` as the chat template reads them (text content, tool use, system merged)."""
+        conversation = tool_history([_to_template_dict(m) for m in messages])
+        return _merge_system(conversation) if self._system_role == "merge" else conversation
+
+    def with_text(self, message: Message, text: str) -> Message:
+        """``message`` with its content replaced by ``text`` (how truncation cuts the last message)."""
+        return replace(message, content=text)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of rendered ``text``: a template has written every special token already; plain
         text gets the tokenizer's own, as the model saw in training.
@@ -125,7 +152,7 @@ class PromptBuilder:
         """The template's text for ``conversation`` followed by the assistant's ``reply`` (no
         generation prompt): what it writes around a reply shows its end-of-turn marker.
         """
-        text: str = self._tokenizer.apply_chat_template(
+        text: str = self._renderer.apply_chat_template(
             [*conversation, {"role": "assistant", "content": reply}],
             chat_template=self._template,
             add_generation_prompt=False,
@@ -176,7 +203,7 @@ class PromptBuilder:
             if keep < 1:
                 raise self._too_long(len(prompt.ids), max_new_tokens, window, truncated=True)
             content_ids = content_ids[-keep:]
-            messages[-1] = replace(last, content=self._tokenizer.decode(content_ids))
+            messages[-1] = self.with_text(last, self._tokenizer.decode(content_ids))
             prompt = self.prompt(messages)
         return prompt
 
@@ -203,7 +230,7 @@ class PromptBuilder:
         )
 
     def _apply(self, conversation: list[dict[str, Any]]) -> str:
-        text: str = self._tokenizer.apply_chat_template(
+        text: str = self._renderer.apply_chat_template(
             conversation,
             chat_template=self._template,
             add_generation_prompt=True,

