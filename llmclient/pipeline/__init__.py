@@ -12,7 +12,11 @@
     print(summary)
 
 A rerun with the same output skips rows already done; see :func:`arun` and :class:`RunOptions` for
-every option.
+every option. The results file is in the order rows finished; :func:`read_results` reads it back
+one record per row, in input order:
+
+    for record in pipeline.read_results("results.jsonl"):
+        print(record["index"], record["status"], record["text"])
 """
 
 from llmclient.pipeline.keys import MissingIdFieldError, row_key, run_fingerprint
@@ -20,6 +24,7 @@ from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.output import OutputError, ResultsWriteError
 from llmclient.pipeline.progress import RunSummary
 from llmclient.pipeline.prompt import PromptTemplate, TemplateError
+from llmclient.pipeline.readback import read_results
 from llmclient.pipeline.results import ResultsFile
 from llmclient.pipeline.rows import read_rows
 from llmclient.pipeline.runner import arun, arun_with, run, run_with
@@ -35,6 +40,7 @@ __all__ = [
     "TemplateError",
     "arun",
     "arun_with",
+    "read_results",
     "read_rows",
     "row_key",
     "run",

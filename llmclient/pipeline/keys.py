@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import json.encoder
 import math
 from collections.abc import Mapping
 from decimal import Decimal
@@ -88,7 +89,8 @@ def run_fingerprint(
 
 def row_key(identity: Any, fingerprint: str) -> str:
     """The resume key of a row: what the row is (its id, or its fields) under one run fingerprint."""
-    return _digest({"row": identity, "run": fingerprint})
+    # the canonical text of {"row": identity, "run": fingerprint}, keys sorted, without a dict to sort
+    return _hashed('{"row":' + canonical(identity) + ',"run":' + canonical(fingerprint) + "}")
 
 
 def identify(index: int, row: Mapping[str, Any], id_field: str | None, fingerprint: str) -> tuple[Any, str]:
@@ -104,9 +106,54 @@ def identify(index: int, row: Mapping[str, Any], id_field: str | None, fingerpri
     return row_id, row_key({id_field: canonical_id(row_id)}, fingerprint)
 
 
+def fields_digest(row: Mapping[str, Any]) -> int:
+    """A 64-bit digest of a row's fields, for telling rows that share an id apart within one run.
+
+    Never written anywhere (Python's string hash differs between processes): a run keeps it, not the
+    row, to see whether a later row with the same id holds the same fields.
+    """
+    return hash(canonical(row)) & _MASK64
+
+
+def compact_key(key: Any) -> int | Any:
+    """A row key as the int of its 24 hex digits (12 bytes instead of a 73-byte string), for tables in memory.
+
+    Anything that is not such a key (a results file of an older or foreign format) is kept as it is.
+    """
+    if isinstance(key, str) and len(key) == 24:
+        try:
+            number = int(key, 16)
+        except ValueError:
+            return key
+        if f"{number:024x}" == key:  # int() also takes upper case, "0x", "_" and spaces
+            return number
+    return key
+
+
+def key_text(key: int | Any) -> Any:
+    """The row key :func:`compact_key` made compact, as it is written in the results file."""
+    return f"{key:024x}" if isinstance(key, int) else key
+
+
+def canonical(value: Any) -> str:
+    """``value`` as canonical JSON text: keys sorted, no spaces, text as itself, what keys are digests of."""
+    return "".join(_encode(value, 0)) if _encode is not None else _CANONICAL.encode(value)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=json_value, separators=(",", ":"))
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode = (  # the C encoder built once: json.dumps builds one per call, a few a row, a million rows a run
+    _c_encoder(None, json_value, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+    if _c_encoder is not None
+    else None
+)
+_MASK64 = (1 << 64) - 1
+
+
 def _digest(payload: Any) -> str:
-    canonical = json.dumps(
-        payload, sort_keys=True, ensure_ascii=False, default=json_value, separators=(",", ":")
-    )
+    return _hashed(canonical(payload))
+
+
+def _hashed(canonical: str) -> str:
     # surrogatepass: a lone UTF-16 surrogate in a row (valid JSON) still has a key
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:24]

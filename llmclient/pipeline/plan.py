@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from llmclient.errors import InvalidRequestError
-from llmclient.pipeline.keys import MissingIdFieldError, identify, row_key
+from llmclient.pipeline.keys import MissingIdFieldError, fields_digest, identify, row_key
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.progress import RunSummary
-from llmclient.pipeline.results import Finished
+from llmclient.pipeline.results import DONE, FAILED, SEEN, Finished
 from llmclient.types import Message
 
 
@@ -34,12 +34,16 @@ class Plan:
     Rows sharing an id but not their fields fail with an error line naming both rows; identical
     rows are answered once. A row whose id is missing, or that conflicts, gets a key of its own
     from its fields, so a rerun skips its error line like any failed row instead of adding another.
+
+    What the plan remembers of each row it has seen lives in the :class:`Finished` table, next to
+    what the results file said of the same key: a ``SEEN`` flag, and with ``id_field`` the first
+    row's index and a digest of its fields (all that telling a duplicate from a conflict needs).
+    Without ``id_field`` the key is the fields' digest, so the flag is all there is.
     """
 
     def __init__(self, run: RunState, finished: Finished) -> None:
         self._run = run
-        self._finished = finished
-        self._seen: dict[str, tuple[int, str]] = {}  # key -> (first row index, digest of its fields)
+        self._keys = finished
 
     def row(self, index: int, row: dict[str, Any]) -> tuple[dict[str, Any], list[Message]] | None:
         """The row's result-line start and messages when it is to be sent; ``None`` when it is settled."""
@@ -47,41 +51,57 @@ class Plan:
         try:
             row_id, key = identify(index, row, id_field, run.fingerprint)
         except MissingIdFieldError as error:
-            self._fail(index, row, row_key({"missing id": id_field, "row": row}, run.fingerprint), error)
+            missing = row_key({"missing id": id_field, "row": row}, run.fingerprint)
+            self._fail(index, index, row, missing, error)
             return None
-        content = row_key(row, run.fingerprint) if id_field is not None else key
-        first = self._seen.get(key)
-        if first is not None:
-            if first[1] == content:
+        content = fields_digest(row) if id_field is not None else 0
+        slot = int(key, 16)  # the compact key: this run's keys are 24 hex digits
+        state = self._keys.state(slot)
+        if state & SEEN:
+            if state >> _CONTENT == content:
                 run.summary.duplicates += 1
             else:
                 conflict = InvalidRequestError(
-                    f"row {index} has the id {row_id!r} of row {first[0]} but other fields; ids must be "
-                    f"unique: fix the input, or leave out --id-field / id_field= to key rows by content"
+                    f"row {index} has the id {row_id!r} of row {state >> _INDEX & _INDEXES} but other "
+                    f"fields; ids must be unique: fix the input, or leave out --id-field / id_field= to key "
+                    f"rows by content"
                 )
-                self._fail(row_id, row, row_key({"id conflict": key, "row": row}, run.fingerprint), conflict)
+                clash = row_key({"id conflict": key, "row": row}, run.fingerprint)
+                self._fail(index, row_id, row, clash, conflict)
             return None
-        self._seen[key] = (index, content)
-        if self._skip(key):
+        first = index << _INDEX | content << _CONTENT if id_field is not None else 0
+        self._keys.set_state(slot, state | SEEN | first)
+        if self._skip(state):
             return None
-        base = run.record(row_id, key, row)
+        base = {"index": index, **run.record(row_id, key, row)}
         try:
             return base, run.options.prompt.render(row)
         except InvalidRequestError as error:  # a field missing or null, a broken value, a lone surrogate
             run.write_error(base, error)
             return None
 
-    def _skip(self, key: str) -> bool:
-        retry = self._run.options.retry_failed
-        if key in self._finished.done or (key in self._finished.failed and not retry):
-            self._run.summary.skipped += 1
+    def _skip(self, state: int) -> bool:
+        """Whether the results file settles the row: done, or failed and not to be retried (counted)."""
+        summary = self._run.summary
+        if state & DONE or (state & FAILED and not self._run.options.retry_failed):
+            summary.skipped += 1
+            summary.failed_earlier += not state & DONE
             return True
         return False
 
-    def _fail(self, row_id: Any, row: dict[str, Any], key: str, error: Exception) -> None:
-        if key in self._seen:
+    def _fail(self, index: int, row_id: Any, row: dict[str, Any], key: str, error: Exception) -> None:
+        slot = int(key, 16)
+        state = self._keys.state(slot)
+        if state & SEEN:
             self._run.summary.duplicates += 1
             return
-        self._seen[key] = (-1, key)
-        if not self._skip(key):
-            self._run.write_error(self._run.record(row_id, key, row), error)
+        self._keys.set_state(slot, state | SEEN)
+        if not self._skip(state):
+            self._run.write_error({"index": index, **self._run.record(row_id, key, row)}, error)
+
+
+_INDEX = 3
+"""Where the first row's index starts in a key's state, above the flags."""
+_INDEXES = (1 << 40) - 1
+_CONTENT = _INDEX + 40
+"""Where the digest of the first row's fields starts, above its index."""

@@ -6,7 +6,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from llmclient.types import Message
 
 
 @dataclass
@@ -30,6 +32,13 @@ class RunSummary:
         priced: replies whose cost was known; the cost is shown only when some were.
         stopped: why the run started no more rows before the end of its input (``max_cost``
             reached); ``None`` when it ran to the end.
+        failed_earlier: of the ``skipped`` rows, those whose last line is an error, not retried
+            (``retry_failed`` retries them).
+        first_error: the first failure of this run, with its row (``row 3: TemplateError: ...``).
+        retry_may_fix: failed rows whose error a retry may fix (a server or network failure, a reply
+            that did not validate), as opposed to those that need the input or template changed.
+        rendered: rows whose prompt rendered (dry runs).
+        first_prompt: the first rendered prompt, one ``[role] text`` block per message (dry runs).
     """
 
     output: Path
@@ -47,6 +56,17 @@ class RunSummary:
     cost: float = 0.0
     priced: int = 0
     stopped: str | None = None
+    failed_earlier: int = 0
+    first_error: str | None = None
+    retry_may_fix: int = 0
+    rendered: int = 0
+    first_prompt: str | None = None
+
+    def note_failure(self, row_id: Any, kind: str, message: str, retry_may_fix: bool) -> None:
+        """Keep the first failure's description and count those a retry may fix."""
+        if self.first_error is None:
+            self.first_error = f"row {row_id!r}: {kind}: {message}"
+        self.retry_may_fix += retry_may_fix
 
     def percentile(self, fraction: float) -> float | None:
         """The latency below which ``fraction`` of answered rows fall, or None with no rows."""
@@ -57,8 +77,9 @@ class RunSummary:
 
     def __str__(self) -> str:
         if self.dry_run:
+            failed = f", {self.failed} failed to render" if self.failed else ""
             return (
-                f"dry run: {self.total} rows rendered, {self.prompt_tokens} prompt tokens, "
+                f"dry run: {self.total} rows rendered{failed}, {self.prompt_tokens} prompt tokens, "
                 f"{self.over_window} over the context window, {self.skipped} already done; no model called"
             )
         p50, p95 = self.percentile(0.5), self.percentile(0.95)
@@ -67,6 +88,7 @@ class RunSummary:
         )
         return (
             f"{self.done} done, {self.failed} failed, {self.skipped} skipped"
+            + (f" ({self.failed_earlier} of them failed earlier)" if self.failed_earlier else "")
             + (f", {self.duplicates} duplicate" if self.duplicates else "")
             + f" of {self.total} rows in {self.wall_time:.1f}s; tokens in {self.prompt_tokens}, "
             f"out {self.completion_tokens}{self._cost()}; {latency}; results in {self.output}"
@@ -120,6 +142,12 @@ class Progress:
             self.update(force=True)
             self._stream.write("\n")
             self._stream.flush()
+
+
+def shown_prompt(row_id: Any, messages: list[Message]) -> str:
+    """A rendered prompt as a person reads it: the row, then ``[role] text`` for each message."""
+    turns = "\n".join(f"[{m.role}] {m.text}" for m in messages)
+    return f"row {row_id!r}:\n{turns}"
 
 
 def _clock(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -93,8 +94,13 @@ class PromptTemplate:
         user, system, fields = self._compiled
         if self.nulls == "empty":
             row = {k: "" if v is None else v for k, v in row.items()}
+        source = self.template
         try:
-            messages = [Message(role="system", content=system.render(row))] if system is not None else []
+            messages = []
+            if system is not None:
+                source = self.system or ""
+                messages.append(Message(role="system", content=system.render(row)))
+                source = self.template
             messages.extend(to_message(turn, i) for i, turn in enumerate(self.few_shot))
             messages.append(Message(role="user", content=user.render(row)))
         except jinja2.UndefinedError as exc:
@@ -111,7 +117,10 @@ class PromptTemplate:
                 ) from exc
             if isinstance(exc, _NullPrinted):
                 raise TemplateError("the template prints a value that is null in this row") from exc
-            raise TemplateError(f"the template failed on this row: {type(exc).__name__}: {exc}") from exc
+            where, hint = _where(exc, source), _hint(exc)
+            raise TemplateError(
+                f"the template failed on this row{where}: {type(exc).__name__}: {exc}{hint}"
+            ) from exc
         return [to_message(m, i) for i, m in enumerate(messages)]
 
     def fingerprint(self) -> dict[str, Any]:
@@ -121,3 +130,26 @@ class PromptTemplate:
             "system": self.system,
             "few_shot": [to_message(t).to_dict() for t in self.few_shot],
         }
+
+
+def _where(error: BaseException, source: str) -> str:
+    """`` at line N: {% the expression %}``: the template line that was running when ``error`` was
+    raised (Jinja2 names its frames ``<template>`` with the template's own line numbers).
+    """
+    lines = [
+        n for frame, n in traceback.walk_tb(error.__traceback__) if frame.f_code.co_filename == "<template>"
+    ]
+    source_lines = source.splitlines()
+    if not lines or not 0 < lines[-1] <= len(source_lines):
+        return ""
+    text = source_lines[lines[-1] - 1].strip()
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return f" at template line {lines[-1]} ({shown})"
+
+
+def _hint(error: BaseException) -> str:
+    """The likely fix for a comparison of text with a number: CSV fields are always text."""
+    text = str(error)
+    if isinstance(error, TypeError) and "'str'" in text and ("'int'" in text or "'float'" in text):
+        return "; fields read from CSV are text: convert them in the template, e.g. {% if stars|int < 3 %}"
+    return ""

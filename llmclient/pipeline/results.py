@@ -10,23 +10,71 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from llmclient.errors import InvalidRequestError
-from llmclient.pipeline.keys import json_value
+from llmclient.pipeline.keys import compact_key, json_value, key_text
+
+DONE, FAILED, SEEN = 1, 2, 4
+"""A row key's flags in :class:`Finished`: an ok line, an error line as its last word, seen in the input."""
 
 
-@dataclass
 class Finished:
-    """What an earlier run left in the results file."""
+    """Each row key's state, in one compact table: what the results file says, and what the input held.
 
-    done: set[str] = field(default_factory=set)
-    """Keys of rows with a successful line."""
-    failed: set[str] = field(default_factory=set)
-    """Keys of rows whose last line is an error."""
+    :meth:`ResultsFile.scan` fills in the file's word on each key (done, or failed as its last word);
+    the run's plan then marks each key of its input as seen, with what tells a duplicate from an id
+    conflict. A key is held as an int (:func:`~llmclient.pipeline.keys.compact_key`) and its state
+    as one int, so a million-row resume holds a million small entries, not two sets and a dict of
+    strings and tuples (about 115 bytes a row instead of 370).
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[Any, int] = {}
+
+    def add(self, slot: Any, ok: bool) -> None:
+        """Read a line of key ``slot``: an ok line makes it done for good, an error fails it if not done.
+
+        ``slot`` is the compact key (:func:`~llmclient.pipeline.keys.compact_key`), as in every method.
+        """
+        state = self._states.get(slot, 0)
+        self._states[slot] = (state & ~FAILED) | DONE if ok else state | (0 if state & DONE else FAILED)
+
+    def state(self, slot: Any) -> int:
+        """The key's flags (``DONE``, ``FAILED``, ``SEEN``, above them what the plan keeps); 0 if unknown."""
+        return self._states.get(slot, 0)
+
+    def set_state(self, slot: Any, state: int) -> None:
+        """Replace the key's flags, and what the plan keeps above them."""
+        self._states[slot] = state
+
+    def merge(self, other: Finished) -> None:
+        """Add another results file's word (a shard's): done in either is done, else failed in either."""
+        for slot, theirs in other._states.items():
+            ours = self._states.get(slot, 0)
+            done = (ours | theirs) & DONE
+            self._states[slot] = done or (ours | theirs) & FAILED
+
+    @property
+    def done(self) -> set[str]:
+        """Keys of rows with a successful line (built on each call: to inspect, not to look up each row)."""
+        return self._keys(DONE)
+
+    @property
+    def failed(self) -> set[str]:
+        """Keys of rows whose last line is an error (built on each call, as :attr:`done`)."""
+        return self._keys(FAILED)
+
+    def _keys(self, flag: int) -> set[str]:
+        return {key_text(slot) for slot, state in self._states.items() if state & flag}
+
+
+_FIRST = ("index", "key", "status")
+"""The fields each line starts with: a rerun reads them from the first bytes instead of parsing the line."""
+_HEAD = re.compile(rb'\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
 
 
 class ResultsFile:
@@ -36,6 +84,8 @@ class ResultsFile:
         self.path = Path(path)
         self._fsync = fsync
         self._fd: int | None = None
+        self.intact = 0
+        """Bytes of whole result lines before any damaged tail, once :meth:`heads` has read them."""
 
     def scan(self, *, repair: bool = True) -> Finished:
         """Read the finished keys and, with ``repair``, cut off the damaged tail a crash left.
@@ -50,44 +100,57 @@ class ResultsFile:
         finished = Finished()
         if not self.path.exists():
             return finished
-        good = 0  # bytes of whole result lines before any damaged tail
-        tail: int | None = None  # line number where a NUL-damaged stretch began
         with self.path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.endswith(b"\n"):
-                    break  # the partial last line of a killed run
-                if b"\0" in line or (tail is not None and not line.strip()):
-                    tail = tail or number
-                    continue
-                if tail is not None:
-                    raise InvalidRequestError(
-                        f"{self.path}:{tail} holds NUL bytes but whole lines follow it (line {number}); "
-                        f"remove the damaged lines, or write to a new output file"
-                    )
-                good += len(line)
-                if line.strip():
-                    self._read_line(line, number, finished)
+            for _, _, key, ok in self.heads(handle):
+                finished.add(key, ok)
             size = os.fstat(handle.fileno()).st_size
-        if repair and good < size:
+        if repair and self.intact < size:
             with self.path.open("r+b") as handle:
-                handle.truncate(good)
+                handle.truncate(self.intact)
         return finished
 
-    def _read_line(self, line: bytes, number: int, finished: Finished) -> None:
+    def heads(self, handle: BinaryIO) -> Iterator[tuple[int, int | None, Any, bool]]:
+        """Each whole result line of ``handle`` (this file, opened ``rb``): offset, row index, key, ok.
+
+        The key is compact (:func:`~llmclient.pipeline.keys.compact_key`); the index is ``None`` on
+        lines written before lines had one. Blank lines are passed over; the
+        damaged tail (see :meth:`scan`) ends the lines, and once they are read :attr:`intact` holds
+        the bytes before it. A line that is not a result line raises ``InvalidRequestError`` naming it.
+        """
+        self.intact = 0  # bytes of whole result lines before any damaged tail
+        tail: int | None = None  # line number where a NUL-damaged stretch began
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break  # the partial last line of a killed run
+            if b"\0" in line or (tail is not None and not line.strip()):
+                tail = tail or number
+                continue
+            if tail is not None:
+                raise InvalidRequestError(
+                    f"{self.path}:{tail} holds NUL bytes but whole lines follow it (line {number}); "
+                    f"remove the damaged lines, or write to a new output file"
+                )
+            offset = self.intact
+            self.intact += len(line)
+            if line.strip():
+                yield offset, *self._head(line, number)
+
+    def _head(self, line: bytes, number: int) -> tuple[int | None, Any, bool]:
+        """The line's index, compact key and whether it is ok: from its first bytes where it can."""
+        match = _HEAD.match(line)
+        if match is not None:
+            return int(match[1]), int(match[2], 16), match[3] == b"ok"  # the compact key
         try:
             record = json.loads(line)
-            key = record["key"]
-            ok = record["status"] == "ok"
-        except (ValueError, KeyError, TypeError) as exc:
+            key, ok, index = record["key"], record["status"] == "ok", record.get("index")
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"its key is a {type(key).__name__}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidRequestError(
                 f"{self.path}:{number} is not a llmclient result line ({exc}); "
                 f"write to a new output file or remove that line"
             ) from exc
-        if ok:
-            finished.done.add(key)
-            finished.failed.discard(key)
-        elif key not in finished.done:
-            finished.failed.add(key)
+        return (index if type(index) is int else None), compact_key(key), ok
 
     def open(self) -> None:
         """Open the file for appending, creating it; raises ``OSError`` where that is impossible."""
@@ -137,6 +200,7 @@ def parsed_json(value: Any) -> Any:
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
+    record = {**{name: record[name] for name in _FIRST if name in record}, **record}
     text = json.dumps(record, ensure_ascii=False, default=json_value, separators=(",", ":")) + "\n"
     try:
         return text.encode()

@@ -20,7 +20,7 @@ from llmclient.pipeline.keys import run_fingerprint
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.output import OutputLock, ResultsWriteError, check_writable
 from llmclient.pipeline.plan import Plan
-from llmclient.pipeline.progress import Progress, RunSummary
+from llmclient.pipeline.progress import Progress, RunSummary, shown_prompt
 from llmclient.pipeline.prompt import Nulls
 from llmclient.pipeline.results import Finished, ResultsFile, parsed_json
 from llmclient.pipeline.rows import RowSource, count_rows, read_rows
@@ -142,11 +142,12 @@ class RowRun:
         A reply that did not pass ``response_format`` keeps its raw text, finish reason and
         validation errors in the line: it was paid for, and shows what the model did instead.
         """
+        status = error.status_code if isinstance(error, LLMClientError) else None
+        message = error.message if isinstance(error, LLMClientError) else str(error) or repr(error)
+        self.summary.note_failure(base["row_id"], type(error).__name__, message, _retry_may_fix(error))
         if self.summary.dry_run:
             self.summary.failed += 1
             return
-        status = error.status_code if isinstance(error, LLMClientError) else None
-        message = error.message if isinstance(error, LLMClientError) else str(error) or repr(error)
         described: dict[str, Any] = {"type": type(error).__name__, "message": message, "status_code": status}
         invalid = error if isinstance(error, StructuredOutputError) else None
         paid: ChatResponse | None = invalid.reply if invalid is not None else None
@@ -206,8 +207,11 @@ class RowRun:
         """Whether the run must stop: a write failed, or something escaped a row."""
         return self.write_failure is not None or self.crash is not None
 
-    def count(self, messages: list[Message], window: int | None) -> None:
-        """A dry run's row: its prompt tokens, and whether it fits the context window."""
+    def count(self, messages: list[Message], window: int | None, row_id: Any = None) -> None:
+        """A dry run's row: rendered, its prompt tokens, and whether it fits the context window."""
+        self.summary.rendered += 1
+        if self.summary.first_prompt is None:
+            self.summary.first_prompt = shown_prompt(row_id, messages)
         backend = self.backend
         if not backend.can_count_tokens:
             return
@@ -316,10 +320,12 @@ def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())
-    raise InvalidRequestError(
-        "pipeline.run() was called inside a running event loop; use 'await pipeline.arun(...)'"
-    )
+        pass  # no loop: run below, outside this block, so the run's errors are not chained to this one
+    else:
+        raise InvalidRequestError(
+            "pipeline.run() was called inside a running event loop; use 'await pipeline.arun(...)'"
+        )
+    return asyncio.run(make())
 
 
 async def _execute(backend: ChatBackend, rows: RowSource, options: RunOptions) -> RunSummary:
@@ -369,7 +375,7 @@ async def _rows(run: RowRun, source: Iterable[dict[str, Any]], finished: Finishe
                 continue
             base, messages = work
             if options.dry_run:
-                run.count(messages, window)
+                run.count(messages, window, base["row_id"])
                 continue
             await gate.acquire()
             summary.stopped = run.budget.stop_reason(len(in_flight))
@@ -394,6 +400,14 @@ async def _rows(run: RowRun, source: Iterable[dict[str, Any]], finished: Finishe
             task.cancel()
         if in_flight:
             await asyncio.wait(list(in_flight))
+
+
+def _retry_may_fix(error: Exception) -> bool:
+    """Whether sending the row again may succeed: not for a row the request itself is wrong for (a
+    template that fails on it, a missing id, a prompt too long, a request the server refused as
+    invalid), which only a change to the input, the template or the parameters fixes.
+    """
+    return not isinstance(error, InvalidRequestError)
 
 
 def _span_attributes(summary: RunSummary) -> dict[str, Any]:

@@ -263,7 +263,7 @@ def _plan(
         if work is None:
             continue
         if options.dry_run:
-            run.count(work[1], window)
+            run.count(work[1], window, work[0]["row_id"])
             continue
         pending.append(pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL))
         if len(pending) == batch_size:

@@ -98,9 +98,7 @@ def scan_folder(folder: Path, *, repair: bool = True, wait: float = 60.0) -> Fin
                 _discard(path)
                 continue
             found = ResultsFile(path).scan(repair=repair)
-        finished.done |= found.done
-        finished.failed |= found.failed
-    finished.failed -= finished.done  # an ok line in any shard makes the row done, as in one file
+        finished.merge(found)  # an ok line in any shard makes the row done, as in one file
     return finished
 
 

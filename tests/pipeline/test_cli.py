@@ -42,11 +42,16 @@ def test_run_writes_results_and_prints_the_summary(project, echo) -> None:
     assert (body["temperature"], body["max_tokens"]) == (0, 16)
 
 
-def test_run_exits_1_when_rows_fail_and_says_how_to_retry(project) -> None:
+def test_run_exits_1_when_rows_fail_and_shows_the_first_error(project) -> None:
     write_jsonl(project / "rows.jsonl", [{"dish": "ok"}, {"dish": "FAIL"}])
     result = llmclient("run", "rows.jsonl", "-t", "{{ dish }}", "-o", "out.jsonl", cwd=project)
     assert result.returncode == 1
-    assert "1 rows failed" in result.stderr and "--retry-failed" in result.stderr
+    assert (
+        "first error: row 1: InvalidRequestError:" in result.stderr
+        and "this prompt is refused" in result.stderr
+    )
+    assert "1 rows failed" in result.stderr
+    assert "--retry-failed" not in result.stderr  # the server refused the request: a retry fails the same way
 
 
 def test_run_template_and_system_from_files(project, echo) -> None:
