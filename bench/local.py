@@ -7,9 +7,10 @@ tokens each (``min_new_tokens=128`` on both sides, so every call generates exact
 
 1. ``chat`` against raw ``model.generate`` on the same token ids (target: at most 1.05x the time);
 2. ``stream`` against non-streamed ``generate`` (target: at most 1.05x), with transformers'
-   ``TextIteratorStreamer`` as a reference, and the time to the first text;
+   ``TextIteratorStreamer`` as a reference, and the time to the first text (against its floor, a
+   ``generate`` of one new token: prefill and one step);
 3. ``chat_many`` of 16 prompts of mixed lengths against 16 single ``chat`` calls and against one raw
-   left-padded batched ``generate`` of the same 16 (target: at least 0.9x its throughput);
+   left-padded batched ``generate`` of the same 16 (target: at least 1.0x its throughput);
 4. the naive loop that feeds the whole sequence again for every token, with no KV cache, as a
    reference for what the cache saves.
 
@@ -91,8 +92,8 @@ class Raw:
         ids: list[int] = encoded["input_ids"]
         return ids
 
-    def generate(self, batch: list[list[int]], **kwargs: Any) -> Any:
-        """One left-padded ``generate`` of ``batch``, exactly :data:`NEW_TOKENS` new tokens per row."""
+    def generate(self, batch: list[list[int]], new_tokens: int = NEW_TOKENS, **kwargs: Any) -> Any:
+        """One left-padded ``generate`` of ``batch``, exactly ``new_tokens`` new tokens per row."""
         width = max(map(len, batch))
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -102,8 +103,8 @@ class Raw:
         return self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=self.pad_id,
             **kwargs,
@@ -176,7 +177,7 @@ def main() -> None:
         row = best.setdefault(name, [float("inf")] * len(singles))
         row[index] = min(row[index], seconds)
 
-    first_text: dict[str, float] = {"TextIteratorStreamer": float("inf"), "llmclient stream": float("inf")}
+    first_text = dict.fromkeys(("TextIteratorStreamer", "llmclient stream", "floor"), float("inf"))
     for _ in range(args.rounds):
         for index, p in enumerate(singles):
             seconds, out = timed(device, lambda p=p: raw.generate([ids[p]]))
@@ -191,6 +192,8 @@ def main() -> None:
             seconds, first = timed(device, lambda p=p: llmclient_stream(backend, prompts[p]))
             keep("llmclient stream", index, seconds)
             first_text["llmclient stream"] = min(first_text["llmclient stream"], first)
+            seconds, _out = timed(device, lambda p=p: raw.generate([ids[p]], new_tokens=1))
+            first_text["floor"] = min(first_text["floor"], seconds)  # prefill + one token
     total = {name: sum(row) for name, row in best.items()}
 
     batch_best: dict[str, float] = {}
@@ -234,8 +237,9 @@ def main() -> None:
     print()
     print("| first text (best single prompt) | ms |")
     print("| --- | ---: |")
+    labels = {"floor": "`generate` of 1 new token (prefill + one step: the floor)"}
     for name, seconds in first_text.items():
-        print(f"| {name} | {seconds * 1000:.0f} |")
+        print(f"| {labels.get(name, name)} | {seconds * 1000:.0f} |")
     print()
     print(
         f"| 16 prompts x {NEW_TOKENS} new tokens | seconds | tokens/s | throughput vs raw batched | target |"
@@ -244,7 +248,7 @@ def main() -> None:
     for name in ("raw batched generate", "chat_many", "16 single chat calls"):
         seconds = batch_best[name]
         bold = "**" if name == "chat_many" else ""
-        target = ">= 0.9x" if name == "chat_many" else ""
+        target = ">= 1.0x" if name == "chat_many" else ""
         print(
             f"| {bold}{name}{bold} | {seconds:.2f} | {tokens / seconds:.0f} | "
             f"{bold}{raw_batched / seconds:.2f}x{bold} | {target} |"

@@ -47,7 +47,13 @@ class StreamAccumulator:
             self._usage = delta.usage
         if delta.logprobs:
             self._logprobs.extend(delta.logprobs)
-        for key, value in delta.details.items():
+        details = delta.details
+        if not details:
+            return
+        if "reasoning" not in details and "tool_calls" not in details:  # most chunks: one update
+            self._details.update(details)
+            return
+        for key, value in details.items():
             if key == "reasoning":
                 self._reasoning.append(value)
             elif key == "tool_calls":

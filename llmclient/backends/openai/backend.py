@@ -300,7 +300,8 @@ class OpenAICompatibleBackend(ChatBackend):
         with contextlib.closing(response), self._boundary():
             try:
                 for chunk in response.iter_bytes():
-                    yield from cutter.deltas(_fed(reader, chunk, limits))
+                    deltas = _fed(reader, chunk, limits)
+                    yield from cutter.deltas(deltas) if cutter.stops else deltas  # no generator per chunk
                     limits.check()
             except httpx2.ReadTimeout as exc:  # the read timeout is the idle limit (or less)
                 if not reader.finished:  # a finished reply is whole without [DONE]

@@ -53,8 +53,11 @@ class AttemptLimits:
         return max(left, 0.0)
 
     def check(self) -> None:
-        """Raise the :class:`TimeoutError` of the limit that has passed, if one has."""
-        if self.seconds_left() <= 0:
+        """Raise the :class:`TimeoutError` of the limit that has passed, if one has (once per
+        streamed chunk, so one clock read and two comparisons).
+        """
+        now = time.monotonic()
+        if now >= self._ends or (self.idle is not None and now >= self._last_event + self.idle):
             raise self.expired()
 
     def expired(self) -> TimeoutError:

@@ -9,7 +9,7 @@ reference is the OpenAI API spec (openai/openai-openapi); the vendor fields we r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +124,7 @@ def _top_details(data: Mapping[str, Any], details: dict[str, Any]) -> None:
         if value is not None:
             details[key] = value
     usage = data.get("usage")
-    if isinstance(usage, Mapping) and usage.get("cost") is not None:
+    if usage is not None and isinstance(usage, Mapping) and usage.get("cost") is not None:
         details["cost"] = usage["cost"]
 
 
@@ -186,8 +186,12 @@ def parse_completion(raw: bytes, *, status: int, headers: Mapping[str, str]) -> 
 
 
 def parse_chunk(data: Any) -> StreamDelta:
-    """Read one ``chat.completion.chunk``; an error object in it raises the typed error."""
-    if not isinstance(data, Mapping):
+    """Read one ``chat.completion.chunk``; an error object in it raises the typed error.
+
+    Run once per streamed token, so the common chunk (text, nothing else) takes the shortest path:
+    absent and ``null`` fields are skipped before any helper is called.
+    """
+    if not isinstance(data, dict) and not isinstance(data, Mapping):  # dict first: no ABC check
         raise MalformedResponseError(f"stream event is not a JSON object: {str(data)[:200]}")
     if data.get("error"):
         raise error_from_payload(data, status=200, headers={}, during_stream=True)
@@ -197,8 +201,8 @@ def parse_chunk(data: Any) -> StreamDelta:
         details["model"] = data["model"]
     text = ""
     finish = None
-    logprobs: list[TokenLogprob] = []
-    choices = data.get("choices") or ()
+    logprobs = None
+    choices = data.get("choices")
     if choices:
         choice = choices[0]
         delta = choice.get("delta") or {}
@@ -209,13 +213,15 @@ def parse_chunk(data: Any) -> StreamDelta:
             details["tool_calls"] = delta["tool_calls"]
         _choice_details(choice, delta, details)
         finish = choice.get("finish_reason")
-        logprobs = token_logprobs(choice) or []
+        if choice.get("logprobs") is not None:
+            logprobs = token_logprobs(choice)
+    usage = data.get("usage")
     return StreamDelta(
         text=text,
-        finish_reason=normalise_finish_reason(finish),
-        usage=_usage(data.get("usage")),
+        finish_reason=None if finish is None else normalise_finish_reason(finish),
+        usage=None if usage is None else _usage(usage),
         details=details,
-        logprobs=logprobs,
+        logprobs=logprobs or [],
     )
 
 
@@ -232,8 +238,16 @@ class SSEDecoder:
         self._data: list[bytes] = []
         self._event = b""
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Take bytes off the wire; yield ``(event name, data)`` for every event they complete."""
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        """Take bytes off the wire; return ``(event name, data)`` for every event they complete."""
+        if (  # the common chunk, one whole event of one data line: no splitting (once per token)
+            chunk[:6] == b"data: "
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk[-1:] == b"\n"
+            and not (self._buffer or self._data or self._event)
+            and b"\r" not in chunk
+        ):
+            return [(b"", chunk[6:-2])]
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             if buffer.endswith(b"\r"):
@@ -245,10 +259,11 @@ class SSEDecoder:
             self._buffer = b""
         lines = buffer.split(b"\n")
         self._buffer = lines.pop() + self._buffer
+        events = []
         for line in lines:
             if not line:
                 if self._data:
-                    yield self._event, b"\n".join(self._data)
+                    events.append((self._event, b"\n".join(self._data)))
                     self._data = []
                 self._event = b""
             elif line.startswith(b"data:"):
@@ -256,6 +271,7 @@ class SSEDecoder:
                 self._data.append(value[1:] if value.startswith(b" ") else value)
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
+        return events
 
 
 DONE = b"[DONE]"
