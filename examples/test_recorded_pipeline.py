@@ -1,9 +1,9 @@
 """A pipeline test recorded once against the local SmolLM2 model, replayed ever after with no model.
 
-The code under test is the example pipeline (``extract_orders.py``'s template and schema over the
-restaurant orders, through ``llmclient.pipeline``) plus a streamed chat. Its replies come from a cassette,
-examples/cassettes/test_recorded_pipeline/<test>.yaml: replayed by default with no torch, no model,
-no network and no key, so the test runs the same on a laptop and in CI.
+The code under test is a pipeline over the example's restaurant orders (a template and schema like
+an earlier ``extract_orders.py``'s, through ``llmclient.pipeline``) plus a streamed chat. Its replies
+come from a cassette, examples/cassettes/test_recorded_pipeline/<test>.yaml: replayed by default with
+no torch, no model, no network and no key, so the test runs the same on a laptop and in CI.
 
     python -m pytest examples/test_recorded_pipeline.py                         # replay
     python -m pytest examples/test_recorded_pipeline.py --llm-record-mode=all   # re-record
@@ -25,6 +25,12 @@ from llmclient.testing import CassetteSession
 
 HERE = Path(__file__).resolve().parent
 SYSTEM = "You read restaurant reviews and fill in a form about each, as JSON."
+TEMPLATE = """A customer ordered: {{ foods | join(", ") }}.
+Their review: "{{ comment }}"
+
+Fill in the form about this review: the dish it is mostly about, its sentiment, whether the order came \
+late, and a rating from 1 to 5."""
+"""The prompt the cassette was recorded with: a changed prompt is a new request, and needs a re-record."""
 ORDER = {
     "type": "object",
     "properties": {
@@ -42,7 +48,7 @@ def extract(backend: llmclient.ChatBackend, orders: Path, output: Path) -> list[
     pipeline.run(
         backend,
         orders,
-        template=(HERE / "order_extraction.j2").read_text(),
+        template=TEMPLATE,
         system=SYSTEM,
         output=output,
         id_field="order_id",
