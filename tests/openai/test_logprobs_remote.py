@@ -21,8 +21,8 @@ from llmclient.testing.server import OpenAIHandler, Reply
 yaml = pytest.importorskip("yaml")
 
 REAL = (
-    Path(__file__).resolve().parents[3]
-    / "shared/testdata/real-cassettes/chatlas/tests/_vcr/test_provider_openai_completions"
+    Path(__file__).resolve().parents[1]
+    / "data/real-cassettes/chatlas/tests/_vcr/test_provider_openai_completions"
     / "test_openai_logprobs.yaml"
 )
 

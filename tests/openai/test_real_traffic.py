@@ -1,7 +1,7 @@
 """Real OpenAI and OpenRouter replies, served over loopback, read by us and by the openai SDK alike.
 
-The recordings live in ../shared/testdata/real-cassettes (other projects' VCR cassettes, not ours to commit);
-these tests skip when that folder is absent.
+The recordings live in tests/data/real-cassettes (other projects' VCR cassettes, copied with their licences;
+tests/data/README.md names the source repositories and commits).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from llmclient.testing.server import Reply
 
 yaml = pytest.importorskip("yaml")
 
-CASSETTES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "real-cassettes"
+CASSETTES = Path(__file__).resolve().parents[1] / "data" / "real-cassettes"
 
 
 def _interactions() -> list[Any]:

@@ -31,7 +31,8 @@ from llmclient.testing.server import (
 
 OK = json_reply(completion("recovered"))
 
-# Bodies as the real APIs returned them (../shared/testdata/real-error-bodies.md, with sources there).
+# Bodies as the real APIs returned them, quoted by users in public issues: context length from
+# github.com/himanushi/chat-code/issues/17, the 429 from github.com/Pythagora-io/gpt-pilot/pull/53.
 CONTEXT_400 = {
     "error": {
         "message": "This model's maximum context length is 4097 tokens. However, your messages resulted "

@@ -34,7 +34,7 @@ from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamD
 
 yaml = pytest.importorskip("yaml")
 
-CASSETTES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "real-cassettes"
+CASSETTES = Path(__file__).resolve().parents[1] / "data" / "real-cassettes"
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

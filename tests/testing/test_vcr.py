@@ -1,8 +1,8 @@
 """CassetteTransport: VCR-format HTTP record and replay, sync and async, through the OpenAI-compatible
 backend; real cassettes recorded by other projects against OpenAI and OpenRouter replay through it.
 
-The real recordings live in ../shared/testdata/real-cassettes (not ours to commit); the tests that
-read them skip when that folder is absent.
+The real recordings live in tests/data/real-cassettes (copied with their licences; tests/data/README.md
+names the source repositories and commits).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from llmclient.retry import RetryPolicy
 from llmclient.testing.cassettes.vcr import DEFAULT_MATCH_ON, CassetteTransport
 from llmclient.testing.server import LoopbackServer, OpenAIHandler, Reply, Request, error_reply, json_reply
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "real-cassettes"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real-cassettes"
 API_KEY = "sk-test-0f1e2d3c4b5a-SECRET"
 NO_RETRY = RetryPolicy(max_attempts=1)
 

@@ -2,8 +2,8 @@
 replay through CassetteTransport to the right calls, and the history we build for the next turn is the
 one the recording sent.
 
-The recordings live in ../shared/testdata/real-cassettes (not ours to commit); these tests skip when
-that folder is absent.
+The recordings live in tests/data/real-cassettes (copied with their licences; tests/data/README.md
+names the source repositories and commits).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from llmclient.backends.openai import OpenAICompatibleBackend
 from llmclient.retry import RetryPolicy
 from llmclient.testing.cassettes.vcr import CassetteTransport
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "real-cassettes"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real-cassettes"
 CONVERSATIONS = {
     "chatlas-openai": (
         "chatlas/tests/_vcr/test_provider_openai_completions/test_openai_tool_variations_async.yaml",
