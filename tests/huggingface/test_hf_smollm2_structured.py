@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -160,12 +159,3 @@ def test_closing_a_stream_mid_grammar_then_a_normal_call(smollm2_backend: Any) -
                 break
     again = smollm2_backend.chat("Is the sky blue? Answer yes or no.", response_format=Choice(["yes", "no"]))
     assert again.parsed in ("yes", "no")
-
-
-def test_the_local_section_of_the_structured_page_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    page = (Path(__file__).resolve().parents[2] / "docs" / "structured.md").read_text(encoding="utf-8")
-    section = page[page.index("## Local models") : page.index("## Hosted models")]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    exec(compile(block, "docs/structured.md, Local models", "exec", dont_inherit=True), {"__name__": "docs"})
-    promised = [line.split("# ", 1)[1] for line in block.splitlines() if "print(" in line]
-    assert capsys.readouterr().out.splitlines() == promised

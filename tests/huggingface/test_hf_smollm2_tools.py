@@ -130,14 +130,3 @@ def test_batched_rows_mix_tools(smollm2_backend: Any) -> None:
         [ASK, "Weather in Paris?"], tools=[get_weather], tool_choice="required", max_new_tokens=40
     )
     assert [r.tool_calls[0].name for r in many] == ["get_weather", "get_weather"]
-
-
-def test_the_local_example_in_docs_tools_runs(smollm2_backend: Any, capsys: Any) -> None:
-    import re
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[2] / "docs" / "tools.md").read_text(encoding="utf-8")
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "hf:smollm2" in b]
-    exec(compile(block, "docs/tools.md (local)", "exec"), {})
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[:2] == ["get_weather {'city': 'Lisbon'}", "18 C and sunny in Lisbon"]

@@ -4,9 +4,7 @@ replies, pieces and errors, and the requests it saw."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -148,9 +146,3 @@ def test_async_functions_overlap_in_achat_many() -> None:
     assert len(asyncio.run(backend.achat_many(["q"] * 8, concurrency=4))) == 8
     assert peak == 4
     assert backend.context_window == 2048
-
-
-def test_the_example_in_docs_testing_runs() -> None:
-    text = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text()
-    (example,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "FunctionBackend(" in b]
-    exec(compile(example, "docs/testing.md", "exec"), {})

@@ -172,6 +172,7 @@ PROVIDERS: dict[str, Provider] = {
             "openrouter",
             base_url="https://openrouter.ai/api/v1",
             key_env="OPENROUTER_API_KEY",
+            base_url_env="OPENROUTER_BASE_URL",
             key_required=True,
         ),
         Provider(
