@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from llmclient.backends.candidates import candidate_ids, end_of_turn_id
 from llmclient.backends.huggingface.generation import Generator, Job, check_extra, resolve_sampling
 from llmclient.backends.huggingface.grammars import Grammar
 from llmclient.backends.huggingface.loading import LoadedModel, context_window, load, model_class_for
 from llmclient.backends.huggingface.logprobs import TokenTexts
 from llmclient.backends.huggingface.prompting import Prompt, PromptBuilder, read_template
 from llmclient.backends.huggingface.scheduler import Scheduler
-from llmclient.backends.huggingface.scoring import ScoreJob, candidate_ids, end_of_turn_id, refuse_unscorable
+from llmclient.backends.huggingface.scoring import ScoreJob, refuse_unscorable
 from llmclient.backends.huggingface.settings import DEFAULT_MAX_NEW_TOKENS, HuggingFaceSettings
 from llmclient.backends.huggingface.toolcalls import tool_kit
 from llmclient.backends.huggingface.vision import (

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from llmclient.backends.huggingface.toolcalls import tool_history
 from llmclient.errors import (
     ChatTemplateError,
     ConfigError,
@@ -27,6 +26,7 @@ from llmclient.errors import (
     UnsupportedFeatureError,
 )
 from llmclient.images import has_images
+from llmclient.tools.templates import tool_history
 from llmclient.types import Message
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})

@@ -25,8 +25,6 @@ from typing import Any
 
 import torch
 
-from llmclient.backends.candidates import candidate_ids as candidate_ids  # read by .engine
-from llmclient.backends.candidates import end_of_turn_id as end_of_turn_id  # read by .engine
 from llmclient.backends.huggingface.prompting import Prompt
 from llmclient.errors import UnsupportedFeatureError
 from llmclient.logprobs import RawScore

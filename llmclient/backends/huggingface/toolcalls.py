@@ -47,7 +47,6 @@ from llmclient.tools.templates import (
     tool_use,
     turn_ends,
 )
-from llmclient.tools.templates import tool_history as tool_history  # read by .prompting
 from llmclient.types import ChatRequest
 
 

@@ -29,10 +29,10 @@ from typing import Any
 
 from llmclient.backends.huggingface.generation import Generator, Job
 from llmclient.backends.huggingface.prompting import _SYSTEM_ROLES, Prompt, PromptBuilder
-from llmclient.backends.huggingface.toolcalls import tool_history
 from llmclient.errors import InvalidRequestError, ModelLoadError, UnsupportedFeatureError
 from llmclient.images import image_parts, open_image
 from llmclient.messages import Message
+from llmclient.tools.templates import tool_history
 
 
 @dataclass(frozen=True)
