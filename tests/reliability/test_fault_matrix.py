@@ -73,7 +73,10 @@ def _outcome(backend: OpenAICompatibleBackend, mode: str, stream: bool) -> tuple
 def _cell(script: list[str], repeat: bool, mode: str, stream: bool) -> tuple[str, Any, float, list[str]]:
     handler = FaultHandler(script, repeat=repeat)
     with LoopbackServer(handler) as server:
-        backend = OpenAICompatibleBackend(model="m", base_url=server.base_url, timeout=0.5, retry=POLICY)
+        # a 5.4 MB reply is built in the server's process before its first byte: 0.5 s is too tight
+        # for that on a busy 2-core machine (it timed out once in CI and was retried)
+        timeout = 2.0 if "large" in script else 0.5
+        backend = OpenAICompatibleBackend(model="m", base_url=server.base_url, timeout=timeout, retry=POLICY)
         started = time.perf_counter()
         try:
             outcome, value = _outcome(backend, mode, stream)
