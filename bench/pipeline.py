@@ -26,7 +26,7 @@ import loopback
 
 import llmclient
 from llmclient import pipeline
-from llmclient.pipeline.keys import identify
+from llmclient.pipeline.keys import RowKeys, key_text
 
 
 @contextmanager
@@ -88,9 +88,10 @@ def resume(n: int) -> float:
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.jsonl"
+        keys = RowKeys("id", fingerprint)
         with out.open("w") as handle:
             for index, row in enumerate(data[: n // 2]):
-                _, key = identify(index, row, "id", fingerprint)
+                key = key_text(keys.of(index, row)[1])
                 handle.write(
                     json.dumps(
                         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from llmclient.errors import InvalidRequestError
-from llmclient.pipeline.keys import MissingIdFieldError, fields_digest, identify, row_key
+from llmclient.pipeline.keys import MissingIdFieldError, RowKeys, fields_digest, key_text, row_key
 from llmclient.pipeline.options import RunOptions
 from llmclient.pipeline.progress import RunSummary
 from llmclient.pipeline.results import DONE, FAILED, SEEN, Finished
@@ -44,23 +44,25 @@ class Plan:
     def __init__(self, run: RunState, finished: Finished) -> None:
         self._run = run
         self._keys = finished
+        self._ids = RowKeys(run.options.id_field, run.fingerprint)
 
     def row(self, index: int, row: dict[str, Any]) -> tuple[dict[str, Any], list[Message]] | None:
         """The row's result-line start and messages when it is to be sent; ``None`` when it is settled."""
-        run, id_field = self._run, self._run.options.id_field
+        run, by_id = self._run, self._ids.id_field is not None
         try:
-            row_id, key = identify(index, row, id_field, run.fingerprint)
+            row_id, slot = self._ids.of(index, row)
         except MissingIdFieldError as error:
-            missing = row_key({"missing id": id_field, "row": row}, run.fingerprint)
+            missing = row_key({"missing id": self._ids.id_field, "row": row}, run.fingerprint)
             self._fail(index, index, row, missing, error)
             return None
-        content = fields_digest(row) if id_field is not None else 0
-        slot = int(key, 16)  # the compact key: this run's keys are 24 hex digits
-        state = self._keys.state(slot)
+        content = fields_digest(row) if by_id else 0
+        first = index << _INDEX | content << _CONTENT if by_id else 0
+        state = self._keys.see(slot, first)
         if state & SEEN:
             if state >> _CONTENT == content:
                 run.summary.duplicates += 1
             else:
+                key = key_text(slot)
                 conflict = InvalidRequestError(
                     f"row {index} has the id {row_id!r} of row {state >> _INDEX & _INDEXES} but other "
                     f"fields; ids must be unique: fix the input, or leave out --id-field / id_field= to key "
@@ -69,11 +71,9 @@ class Plan:
                 clash = row_key({"id conflict": key, "row": row}, run.fingerprint)
                 self._fail(index, row_id, row, clash, conflict)
             return None
-        first = index << _INDEX | content << _CONTENT if id_field is not None else 0
-        self._keys.set_state(slot, state | SEEN | first)
-        if self._skip(state):
+        if state & (DONE | FAILED) and self._skip(state):
             return None
-        base = {"index": index, **run.record(row_id, key, row)}
+        base = {"index": index, **run.record(row_id, key_text(slot), row)}
         try:
             return base, run.options.prompt.render(row)
         except InvalidRequestError as error:  # a field missing or null, a broken value, a lone surrogate
@@ -90,12 +90,10 @@ class Plan:
         return False
 
     def _fail(self, index: int, row_id: Any, row: dict[str, Any], key: str, error: Exception) -> None:
-        slot = int(key, 16)
-        state = self._keys.state(slot)
+        state = self._keys.see(int(key, 16), 0)
         if state & SEEN:
             self._run.summary.duplicates += 1
             return
-        self._keys.set_state(slot, state | SEEN)
         if not self._skip(state):
             self._run.write_error({"index": index, **self._run.record(row_id, key, row)}, error)
 

@@ -11,7 +11,8 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,13 +44,20 @@ class Finished:
         state = self._states.get(slot, 0)
         self._states[slot] = (state & ~FAILED) | DONE if ok else state | (0 if state & DONE else FAILED)
 
-    def state(self, slot: Any) -> int:
-        """The key's flags (``DONE``, ``FAILED``, ``SEEN``, above them what the plan keeps); 0 if unknown."""
-        return self._states.get(slot, 0)
+    def add_done(self, slots: Iterable[int]) -> None:
+        """Read ok lines of keys ``slots``, while the table holds only what the results file says (a scan):
+        each is done, whatever lines came before.
+        """
+        self._states.update(dict.fromkeys(slots, DONE))
 
-    def set_state(self, slot: Any, state: int) -> None:
-        """Replace the key's flags, and what the plan keeps above them."""
-        self._states[slot] = state
+    def see(self, slot: Any, first: int) -> int:
+        """Mark the key seen in the input, with ``first`` (what the plan keeps of its first row) unless
+        it was seen before; returns its state before.
+        """
+        state = self._states.get(slot, 0)
+        if not state & SEEN:
+            self._states[slot] = state | SEEN | first
+        return state
 
     def merge(self, other: Finished) -> None:
         """Add another results file's word (a shard's): done in either is done, else failed in either."""
@@ -75,6 +83,11 @@ class Finished:
 _FIRST = ("index", "key", "status")
 """The fields each line starts with: a rerun reads them from the first bytes instead of parsing the line."""
 _HEAD = re.compile(rb'\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
+_OK_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"ok"[,}]')
+_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
+"""A line's head after the newline before it: a block of whole lines is read with one ``findall``."""
+_BLOCK = 1 << 19
+"""Bytes a scan reads at a time."""
 
 
 class ResultsFile:
@@ -90,7 +103,10 @@ class ResultsFile:
     def scan(self, *, repair: bool = True) -> Finished:
         """Read the finished keys and, with ``repair``, cut off the damaged tail a crash left.
 
-        The file is read one line at a time, so memory holds the keys, never the file. The damaged
+        The file is read a block of lines at a time, so memory holds the keys, never the file; a
+        block whose every line is a result line as llmclient writes them is read with one regex
+        search, and line by line from the first that is not (a million-line scan takes a fraction of
+        a second, docs/benchmarks.md). The damaged
         tail is a partial last line (a run killed mid-write) or, after a power cut, lines of NUL
         bytes where the disk never got the data, even ending in a newline. It is cut off only once
         every complete line before it has been read as a result line (a file that is not a results
@@ -101,7 +117,8 @@ class ResultsFile:
         if not self.path.exists():
             return finished
         with self.path.open("rb") as handle:
-            for _, _, key, ok in self.heads(handle):
+            offset, lines = _scan_blocks(handle, finished)
+            for _, _, key, ok in self.heads(handle, offset=offset, lines=lines):
                 finished.add(key, ok)
             size = os.fstat(handle.fileno()).st_size
         if repair and self.intact < size:
@@ -109,17 +126,22 @@ class ResultsFile:
                 handle.truncate(self.intact)
         return finished
 
-    def heads(self, handle: BinaryIO) -> Iterator[tuple[int, int | None, Any, bool]]:
+    def heads(
+        self, handle: BinaryIO, *, offset: int = 0, lines: int = 0
+    ) -> Iterator[tuple[int, int | None, Any, bool]]:
         """Each whole result line of ``handle`` (this file, opened ``rb``): offset, row index, key, ok.
 
-        The key is compact (:func:`~llmclient.pipeline.keys.compact_key`); the index is ``None`` on
-        lines written before lines had one. Blank lines are passed over; the
-        damaged tail (see :meth:`scan`) ends the lines, and once they are read :attr:`intact` holds
-        the bytes before it. A line that is not a result line raises ``InvalidRequestError`` naming it.
+        The lines are read from byte ``offset``, the start of the line after the first ``lines``
+        (whole result lines already read). The key is compact
+        (:func:`~llmclient.pipeline.keys.compact_key`); the index is ``None`` on lines written
+        before lines had one. Blank lines are passed over; the damaged tail (see :meth:`scan`) ends
+        the lines, and once they are read :attr:`intact` holds the bytes before it. A line that is
+        not a result line raises ``InvalidRequestError`` naming it.
         """
-        self.intact = 0  # bytes of whole result lines before any damaged tail
+        handle.seek(offset)
+        self.intact = offset  # bytes of whole result lines before any damaged tail
         tail: int | None = None  # line number where a NUL-damaged stretch began
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(handle, start=lines + 1):
             if not line.endswith(b"\n"):
                 break  # the partial last line of a killed run
             if b"\0" in line or (tail is not None and not line.strip()):
@@ -184,6 +206,32 @@ class ResultsFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _scan_blocks(handle: BinaryIO, finished: Finished) -> tuple[int, int]:
+    """Read blocks of whole lines from the start of ``handle`` into ``finished`` while every line of a
+    block is a result line whose head says all :meth:`ResultsFile.scan` needs (what llmclient writes):
+    one ``findall`` a block instead of Python work a line. Returns the bytes and lines read, where
+    reading line by line takes over (at the first blank, damaged, old or foreign line, or the end).
+    """
+    offset = lines = 0
+    while block := handle.read(_BLOCK):
+        block = block[: block.rfind(b"\n") + 1]
+        count = block.count(b"\n")
+        if not count or b"\0" in block:
+            break
+        block = b"\n" + block  # each line's head follows a newline, the first one's too
+        if len(done := _OK_HEADS.findall(block)) == count:
+            finished.add_done(map(int, done, repeat(16)))
+        elif len(heads := _HEADS.findall(block)) == count:
+            for key, status in heads:
+                finished.add(int(key, 16), status == b"ok")
+        else:
+            break
+        offset += len(block) - 1
+        lines += count
+        handle.seek(offset)
+    return offset, lines
 
 
 def parsed_json(value: Any) -> Any:

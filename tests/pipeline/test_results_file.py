@@ -59,3 +59,50 @@ def test_scan_streams_so_memory_holds_the_keys_not_the_file(tmp_path: Path) -> N
         tracemalloc.stop()
     assert len(finished.done) == 4000
     assert peak < size / 8, f"scan of a {size} byte file peaked at {peak} bytes"
+
+
+def written(path: Path, records: list[tuple[int, str]], text: str = "y" * 150) -> list[int]:
+    """Lines as a run writes them (index, key, status first), for ``(key number, status)``; their offsets."""
+    results, offsets = ResultsFile(path), []
+    for index, (number, status) in enumerate(records):
+        offsets.append(path.stat().st_size if path.exists() else 0)
+        results.append({"index": index, "key": f"{number:024x}", "status": status, "text": text})
+    results.close()
+    return offsets
+
+
+def last_words(records: list[tuple[int, str]]) -> tuple[set[str], set[str]]:
+    """The done and failed keys the rules give: an ok line is done for good, else the last error fails."""
+    done = {f"{n:024x}" for n, status in records if status == "ok"}
+    return done, {f"{n:024x}" for n, _ in records} - done
+
+
+def test_a_scan_over_many_blocks_of_written_lines_keeps_each_keys_last_word(tmp_path: Path) -> None:
+    path = tmp_path / "o.jsonl"
+    records = [(i, "ok") for i in range(6000)]  # about 1.3 MB: blocks of ok lines only
+    records += [(i, "error") for i in range(5990, 6010)]  # an error after ok stays done; new keys fail
+    records += [(i, "ok") for i in range(6005, 6008)]  # ok after an error: done
+    written(path, records)
+    assert path.stat().st_size > 1_000_000
+    finished = ResultsFile(path).scan()
+    assert (finished.done, finished.failed) == last_words(records)
+
+
+def test_line_reading_takes_over_mid_file_with_the_right_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "o.jsonl"
+    written(path, [(i, "ok") for i in range(5000)])
+    with path.open("a") as handle:
+        handle.write("\n" + line("old-format") + '{"unrelated": true}\n')
+    with pytest.raises(InvalidRequestError, match=r"o\.jsonl:5003 is not a llmclient result line"):
+        ResultsFile(path).scan()
+
+
+def test_a_nul_tail_after_blocks_of_written_lines_is_cut_at_the_last_whole_line(tmp_path: Path) -> None:
+    path = tmp_path / "o.jsonl"
+    written(path, [(i, "ok") for i in range(5000)] + [(7, "error"), (5000, "error")])
+    whole = path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(b"\0" * 4096 + b"\n\n" + b'{"index":5001,"key":"')
+    finished = ResultsFile(path).scan()
+    assert len(finished.done) == 5000 and finished.failed == {f"{5000:024x}"}
+    assert path.stat().st_size == whole
