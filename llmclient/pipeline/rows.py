@@ -14,6 +14,9 @@ from llmclient.errors import InvalidRequestError
 BOM = b"\xef\xbb\xbf"
 _EXTRA = "\0extra"  # where DictReader puts the values of a row longer than the header
 
+_decoder = json.JSONDecoder()  # json.loads's own, without the checks around it
+_LINE_ENDS = ("\n", "", "\r\n")
+
 RowSource = str | os.PathLike[str] | Iterable[Mapping[str, Any]]
 """A dataset path (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) or an iterable of dict rows."""
 
@@ -51,23 +54,47 @@ def _lines(path: Path) -> Iterator[str]:
             try:
                 yield (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InvalidRequestError(
-                    f"{path}:{number} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file "
-                    f"as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
-                ) from exc
+                raise _not_utf8(path, number, exc) from exc
+
+
+def _not_utf8(path: Path, number: int, exc: UnicodeDecodeError) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"{path}:{number} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file "
+        f"as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+    )
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise InvalidRequestError(f"{path}:{number} is not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise InvalidRequestError(f"{path}:{number} is a JSON {type(row).__name__}, not an object")
-        yield row
+    """Each line's object. A line that is one object and a newline (nearly every line) is parsed by
+    the decoder's ``raw_decode``, without ``json.loads``'s checks around it (a third of a million
+    rows' reading time); any other line goes through ``json.loads``, for its errors.
+    """
+    decode = _decoder.raw_decode
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, number, exc) from exc
+            try:
+                row, end = decode(line)
+            except ValueError:
+                end = -1
+            if end < 0 or type(row) is not dict or line[end:] not in _LINE_ENDS:
+                if not line.strip():
+                    continue
+                row = _strict_row(path, number, line)
+            yield row
+
+
+def _strict_row(path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise InvalidRequestError(f"{path}:{number} is not valid JSON: {exc}") from exc
+    if not isinstance(row, dict):
+        raise InvalidRequestError(f"{path}:{number} is a JSON {type(row).__name__}, not an object")
+    return row
 
 
 def _csv(path: Path) -> Iterator[dict[str, Any]]:
