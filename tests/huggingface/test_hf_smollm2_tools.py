@@ -5,29 +5,15 @@ text, and streams and ``chat_many`` carry calls."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from weather_tools import get_time, get_weather
 
 import llmclient
 
 pytestmark = pytest.mark.slow  # a real model, tens of seconds in all
-
-
-def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
-    """Current weather for a city.
-
-    Args:
-        city: the city's name.
-        unit: the temperature unit.
-    """
-    return f"21{unit} and sunny in {city}"
-
-
-def get_time() -> str:
-    """The current time."""
-    return "12:00"
 
 
 class Address(BaseModel):

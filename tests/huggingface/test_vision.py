@@ -10,7 +10,7 @@ on what ``processor.apply_chat_template`` makes of the same conversation.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +65,6 @@ def tiny_tokenizer(tiny_models: dict[str, Path], specials: list[str]) -> Any:
     return tokenizer
 
 
-def tiny_language_model(tokenizer: Any) -> Any:
-    """The config of a 2-layer Llama over ``tokenizer``'s whole vocabulary."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        initializer_range=0.4,
-        tie_word_embeddings=False,
-    )
-
-
 def save(model: Any, processor: Any, path: Path) -> Path:
     """Save a built model and its processor where a user's checkpoint would be."""
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
@@ -94,7 +74,11 @@ def save(model: Any, processor: Any, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vlm_dir(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vlm_dir(
+    tiny_models: dict[str, Path],
+    tiny_llama_config: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """The tiny LLaVA's directory: config, weights, tokenizer, CLIP image processor, chat template."""
     from transformers import (
         CLIPImageProcessorPil,
@@ -117,7 +101,7 @@ def vlm_dir(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**VISION_TOWER, projection_dim=32),
-        text_config=tiny_language_model(tokenizer),
+        text_config=tiny_llama_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
@@ -129,7 +113,11 @@ def vlm_dir(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
-def idefics_dir(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def idefics_dir(
+    tiny_models: dict[str, Path],
+    tiny_llama_config: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """A tiny Idefics3 (SmolVLM's architecture): an image is split into 32x32 tiles plus a global view,
     as many tiles as its shape needs, so two images in a batch have different numbers of tiles.
     """
@@ -153,7 +141,7 @@ def idefics_dir(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     )
     config = Idefics3Config(
         vision_config=Idefics3VisionConfig(**VISION_TOWER),
-        text_config=tiny_language_model(tokenizer),
+        text_config=tiny_llama_config(tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from engine_support import VLLM_WARNINGS
+from weather_tools import get_time, get_weather
 
 import llmclient
 from llmclient.backends.vllm_engine import VLLMEngineBackend
@@ -23,21 +24,6 @@ from llmclient.errors import UnsupportedFeatureError
 pytestmark = VLLM_WARNINGS
 
 ASK = "What is the weather in Lisbon?"
-
-
-def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
-    """Current weather for a city.
-
-    Args:
-        city: the city's name.
-        unit: the temperature unit.
-    """
-    return f"21{unit} and sunny in {city}"
-
-
-def get_time() -> str:
-    """The current time."""
-    return "12:00"
 
 
 def calls(reply: Any) -> list[tuple[str, str]]:
