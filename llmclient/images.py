@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from llmclient.errors import InvalidRequestError
+from llmclient.errors import InvalidRequestError, UnsupportedFeatureError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -260,6 +260,19 @@ def has_images(messages: str | Iterable[Any]) -> bool:
     if isinstance(messages, str):
         return False
     return any(image_parts(m) for m in messages)
+
+
+def refuse_images(messages: str | Iterable[Any], model_name: str) -> None:
+    """Refuse a conversation with images for a text-only model: never a silent drop of the image.
+
+    Raises :class:`~llmclient.errors.UnsupportedFeatureError` naming the model and what to load
+    instead; the in-process backends (transformers, vLLM) call it before anything is queued.
+    """
+    if has_images(messages):
+        raise UnsupportedFeatureError(
+            f"model {model_name!r} is a text-only model and cannot see images; send text only, or load "
+            f"a vision-language (image-text-to-text) model such as a LLaVA, SmolVLM or Qwen2-VL checkpoint"
+        )
 
 
 def open_image(part: Mapping[str, Any]) -> PILImage:

@@ -23,9 +23,8 @@ from llmclient.errors import (
     ChatTemplateError,
     ConfigError,
     ContextWindowExceededError,
-    UnsupportedFeatureError,
 )
-from llmclient.images import has_images
+from llmclient.images import refuse_images
 from llmclient.tools.templates import tool_history
 from llmclient.types import Message
 
@@ -95,12 +94,8 @@ class PromptBuilder:
 
     def render(self, messages: Sequence[Message]) -> str:
         """The exact text the model is given for ``messages``, generation prompt included."""
-        if not self.takes_images and has_images(messages):
-            raise UnsupportedFeatureError(
-                f"model {self._model_name!r} is a text-only model and cannot see images; send text "
-                f"only, or load a vision-language (image-text-to-text) model such as a LLaVA, SmolVLM "
-                f"or Qwen2-VL checkpoint"
-            )
+        if not self.takes_images:
+            refuse_images(messages, self._model_name)
         if self.plain:
             return plain_text(messages, self._model_name)
         if not self._template:

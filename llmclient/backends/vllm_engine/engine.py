@@ -27,6 +27,7 @@ from llmclient.backends.vllm_engine.scoring import score_all
 from llmclient.backends.vllm_engine.settings import VLLMEngineSettings
 from llmclient.backends.vllm_engine.tooling import ToolDeltas, ToolReading, ToolSetup, tools_key
 from llmclient.errors import LLMClientError, ModelLoadError
+from llmclient.images import refuse_images
 from llmclient.logprobs import RawScore
 from llmclient.types import ChatRequest, ChatResponse, GenerationParams, StreamDelta
 
@@ -105,10 +106,14 @@ class Engine:
         self.model_defaults = _model_defaults(llm)
         tokenizer = llm.get_tokenizer()
         template = self.chat_template or getattr(tokenizer, "chat_template", None)
+        model_config = llm.llm_engine.model_config
+        self.model_name = model_name or str(getattr(model_config, "model", ""))
+        self.takes_images = bool(getattr(model_config, "is_multimodal_model", True))
+        """Whether the model reads images (vLLM's word; where it has none, vLLM decides per request)."""
         self.tools = ToolSetup(
             tokenizer,
             template if isinstance(template, str) else None,
-            model_name=model_name or str(getattr(llm.llm_engine.model_config, "model", "")),
+            model_name=self.model_name,
             configured=settings.tool_profile,
             guidance=_structured_backend(llm) == "guidance",
         )
@@ -136,10 +141,12 @@ class Engine:
     # -- what callers submit -------------------------------------------------------------------
 
     def item(self, request: ChatRequest, model: str, *, stream: bool = False) -> Item:
-        """The conversation and ``SamplingParams`` of ``request``; a refused parameter raises its
-        typed error here, before anything is queued.
+        """The conversation and ``SamplingParams`` of ``request``; a refused parameter, or an image
+        for a text-only model, raises its typed error here, before anything is queued.
         """
         params = request.params
+        if not self.takes_images:
+            refuse_images(request.messages, self.model_name)
         prepared = self.tools.prepare(request)
         try:
             sampling = self._sampling(

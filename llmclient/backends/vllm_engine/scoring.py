@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from llmclient.backends.candidates import candidate_ids, end_of_turn_id
 from llmclient.backends.vllm_engine.convert import typed_error
-from llmclient.errors import ContextWindowExceededError, LLMClientError, ProviderError
+from llmclient.errors import (
+    ContextWindowExceededError,
+    LLMClientError,
+    ProviderError,
+    UnsupportedFeatureError,
+)
+from llmclient.images import has_images
 from llmclient.logprobs import RawScore
 
 if TYPE_CHECKING:
@@ -142,6 +148,14 @@ def score_all(
     for item in items:
         if isinstance(item, LLMClientError):
             results.append(item)
+            continue
+        if has_images(item.conversation):
+            results.append(
+                UnsupportedFeatureError(
+                    "scoring candidates after an image is not supported on the vllm-engine backend; use "
+                    "chat() with a response_format (e.g. llmclient.Choice) instead"
+                )
+            )
             continue
         try:
             text = engine.prompt_text(item.conversation, item.tools)
