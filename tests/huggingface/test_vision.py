@@ -9,10 +9,11 @@ on what ``processor.apply_chat_template`` makes of the same conversation.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -101,7 +102,7 @@ def vlm_dir(
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**VISION_TOWER, projection_dim=32),
-        text_config=tiny_llama_config(tokenizer),
+        text_config=tiny_llama_config(tokenizer, window=2048),  # room for a tool profile's prompt
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
@@ -285,6 +286,32 @@ def test_a_response_format_constrains_a_reply_about_an_image(vlm: HuggingFaceBac
         ask("Cat or dog?", picture(0, (40, 50))), response_format=llmclient.Choice(["cat", "dog"])
     )
     assert reply.parsed in ("cat", "dog")
+
+
+def pick_colour(colour: Literal["red", "green", "blue"]) -> str:
+    """Record the colour seen in the image.
+
+    Args:
+        colour: the main colour.
+    """
+    return colour
+
+
+def test_a_forced_tool_call_about_an_image_follows_the_tool_profile(vlm_dir: Path) -> None:
+    # the tiny template renders no tools: the hermes profile shows them, and its grammar holds the
+    # forced call to the tool's schema, with the image in the prompt beside them
+    with HuggingFaceBackend(str(vlm_dir), device="cpu", dtype="float32", tool_profile="hermes") as backend:
+        turn = ask("Which colour is this?", picture(0, (40, 50)))
+        prompt = backend.render_prompt(turn, tools=[pick_colour])
+        assert "<image>" in prompt and "pick_colour" in prompt
+        reply = backend.chat(turn, tools=[pick_colour], tool_choice="required", max_new_tokens=160)
+        batched = backend.chat_many(
+            [turn, turn], tools=[pick_colour], tool_choice="required", max_new_tokens=160
+        )
+    assert [call.name for call in reply.tool_calls] == ["pick_colour"]
+    assert json.loads(reply.tool_calls[0].arguments)["colour"] in ("red", "green", "blue")
+    calls = [(c.name, c.arguments) for c in reply.tool_calls]
+    assert [[(c.name, c.arguments) for c in r.tool_calls] for r in batched] == [calls, calls]
 
 
 def test_a_vision_model_wrapped_with_a_bare_tokenizer_is_refused(vlm: HuggingFaceBackend) -> None:
