@@ -97,12 +97,19 @@ def test_line_reading_takes_over_mid_file_with_the_right_line_numbers(tmp_path: 
         ResultsFile(path).scan()
 
 
-def test_a_nul_tail_after_blocks_of_written_lines_is_cut_at_the_last_whole_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "tail",
+    [b"\0" * 4096 + b"\n\n" + b'{"index":5001,"key":"', b'{"index":5001,"key":"'],
+    ids=["power-cut", "killed-mid-write"],
+)
+def test_a_damaged_tail_after_blocks_of_written_lines_is_cut_at_the_last_whole_line(
+    tmp_path: Path, tail: bytes
+) -> None:
     path = tmp_path / "o.jsonl"
     written(path, [(i, "ok") for i in range(5000)] + [(7, "error"), (5000, "error")])
     whole = path.stat().st_size
     with path.open("ab") as handle:
-        handle.write(b"\0" * 4096 + b"\n\n" + b'{"index":5001,"key":"')
+        handle.write(tail)
     finished = ResultsFile(path).scan()
     assert len(finished.done) == 5000 and finished.failed == {f"{5000:024x}"}
     assert path.stat().st_size == whole
