@@ -84,9 +84,9 @@ _FIRST = ("index", "key", "status")
 """The fields each line starts with: a rerun reads them from the first bytes instead of parsing the line."""
 _HEAD = re.compile(rb'\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
 _OK_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"ok"[,}]')
-_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
-"""A line's head after the newline before it: a block of whole lines is read with one ``findall``."""
-_BLOCK = 1 << 19
+_HEADS = re.compile(rb'\n\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
+"""A line's head after the newline before it: a block of whole lines is read with one regex search."""
+_BLOCK = 1 << 18
 """Bytes a scan reads at a time."""
 
 
@@ -105,10 +105,10 @@ class ResultsFile:
 
         The file is read a block of lines at a time, so memory holds the keys, never the file; a
         block whose every line is a result line as llmclient writes them is read with one regex
-        search, and line by line from the first that is not (a million-line scan takes a fraction of
-        a second, docs/benchmarks.md). The damaged
-        tail is a partial last line (a run killed mid-write) or, after a power cut, lines of NUL
-        bytes where the disk never got the data, even ending in a newline. It is cut off only once
+        search, and line by line from the first that is not (a million lines in under a second,
+        docs/benchmarks.md). The damaged tail is a partial last line (a run killed mid-write) or,
+        after a power cut, lines of NUL bytes where the disk never got the data, even ending in a
+        newline. It is cut off only once
         every complete line before it has been read as a result line (a file that is not a results
         file is refused untouched), and only by the run holding the output's lock: a dry run, or any
         reader, passes ``repair=False`` and leaves the file as it is.
@@ -117,7 +117,16 @@ class ResultsFile:
         if not self.path.exists():
             return finished
         with self.path.open("rb") as handle:
-            offset, lines = _scan_blocks(handle, finished)
+            offset = lines = 0
+            for start, block, count in _blocks(handle, 0):
+                if len(done := _OK_HEADS.findall(block)) == count:
+                    finished.add_done(map(int, done, repeat(16)))
+                elif len(heads := _HEADS.findall(block)) == count:
+                    for _, key, status in heads:
+                        finished.add(int(key, 16), status == b"ok")
+                else:
+                    break
+                offset, lines = start + len(block) - 1, lines + count
             for _, _, key, ok in self.heads(handle, offset=offset, lines=lines):
                 finished.add(key, ok)
             size = os.fstat(handle.fileno()).st_size
@@ -132,14 +141,23 @@ class ResultsFile:
         """Each whole result line of ``handle`` (this file, opened ``rb``): offset, row index, key, ok.
 
         The lines are read from byte ``offset``, the start of the line after the first ``lines``
-        (whole result lines already read). The key is compact
+        (whole result lines already read): blocks of lines as llmclient writes them with one regex
+        search each, then line by line from the first block with any other line. The key is compact
         (:func:`~llmclient.pipeline.keys.compact_key`); the index is ``None`` on lines written
         before lines had one. Blank lines are passed over; the damaged tail (see :meth:`scan`) ends
         the lines, and once they are read :attr:`intact` holds the bytes before it. A line that is
         not a result line raises ``InvalidRequestError`` naming it.
         """
-        handle.seek(offset)
         self.intact = offset  # bytes of whole result lines before any damaged tail
+        for start, block, count in _blocks(handle, offset):
+            found = list(_HEADS.finditer(block))
+            if len(found) != count:
+                break  # read line by line from this block on
+            for match in found:  # the block's offset, less the newline put before it, plus the match's
+                yield start + match.start(), int(match[1]), int(match[2], 16), match[3] == b"ok"
+            offset = self.intact = start + len(block) - 1
+            lines += count
+        handle.seek(offset)
         tail: int | None = None  # line number where a NUL-damaged stretch began
         for number, line in enumerate(handle, start=lines + 1):
             if not line.endswith(b"\n"):
@@ -208,30 +226,24 @@ class ResultsFile:
             self._fd = None
 
 
-def _scan_blocks(handle: BinaryIO, finished: Finished) -> tuple[int, int]:
-    """Read blocks of whole lines from the start of ``handle`` into ``finished`` while every line of a
-    block is a result line whose head says all :meth:`ResultsFile.scan` needs (what llmclient writes):
-    one ``findall`` a block instead of Python work a line. Returns the bytes and lines read, where
-    reading line by line takes over (at the first blank, damaged, old or foreign line, or the end).
+def _blocks(handle: BinaryIO, offset: int) -> Iterator[tuple[int, bytes, int]]:
+    """Blocks of whole lines of ``handle`` from byte ``offset``: each one's offset, its bytes after a
+    newline (so every line's head follows one, the first line's too), and its number of lines.
+
+    They end at the first block with a NUL byte or without a whole line (a line longer than a
+    block), or at the end; the caller reads line by line from where it stopped taking blocks. Only
+    when every line of a block has the head llmclient writes does a regex search read it whole: one
+    search a block instead of Python work a line.
     """
-    offset = lines = 0
+    handle.seek(offset)
     while block := handle.read(_BLOCK):
-        block = block[: block.rfind(b"\n") + 1]
-        count = block.count(b"\n")
+        block = b"\n" + memoryview(block)[: block.rfind(b"\n") + 1]  # one copy: the memory test's limit
+        count = block.count(b"\n") - 1
         if not count or b"\0" in block:
-            break
-        block = b"\n" + block  # each line's head follows a newline, the first one's too
-        if len(done := _OK_HEADS.findall(block)) == count:
-            finished.add_done(map(int, done, repeat(16)))
-        elif len(heads := _HEADS.findall(block)) == count:
-            for key, status in heads:
-                finished.add(int(key, 16), status == b"ok")
-        else:
-            break
+            return
+        yield offset, block, count
         offset += len(block) - 1
-        lines += count
         handle.seek(offset)
-    return offset, lines
 
 
 def parsed_json(value: Any) -> Any:

@@ -10,6 +10,7 @@ import pytest
 
 from llmclient.errors import InvalidRequestError
 from llmclient.pipeline import ResultsFile
+from llmclient.pipeline.keys import compact_key
 
 
 def line(key: str, status: str = "ok", text: str = "") -> str:
@@ -113,3 +114,25 @@ def test_a_damaged_tail_after_blocks_of_written_lines_is_cut_at_the_last_whole_l
     finished = ResultsFile(path).scan()
     assert len(finished.done) == 5000 and finished.failed == {f"{5000:024x}"}
     assert path.stat().st_size == whole
+
+
+def test_heads_across_blocks_and_a_takeover_give_each_lines_offset_index_key_and_status(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.jsonl"
+    written(path, [(i, "ok" if i % 7 else "error") for i in range(3000)])  # about 600 KB: several blocks
+    with path.open("a") as handle:
+        handle.write("\n" + line("old-format") + "\n")  # line by line from here on
+    written(path, [(i, "ok") for i in range(3000, 3100)])
+    expected, offset = [], 0  # the oracle: every line parsed whole
+    for text in path.read_bytes().splitlines(keepends=True):
+        if text.strip():
+            record = json.loads(text)
+            expected.append(
+                (offset, record.get("index"), compact_key(record["key"]), record["status"] == "ok")
+            )
+        offset += len(text)
+    results = ResultsFile(path)
+    with path.open("rb") as handle:
+        assert list(results.heads(handle)) == expected
+    assert results.intact == path.stat().st_size and len(expected) == 3101
