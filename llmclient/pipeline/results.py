@@ -82,10 +82,12 @@ class Finished:
 
 _FIRST = ("index", "key", "status")
 """The fields each line starts with: a rerun reads them from the first bytes instead of parsing the line."""
-_HEAD = re.compile(rb'\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
-_OK_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"ok"[,}]')
-_HEADS = re.compile(rb'\n\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]')
+_HEAD_TEXT = rb'\{"index":(\d+),"key":"([0-9a-f]{24})","status":"(ok|error)"[,}]'
+_HEAD = re.compile(_HEAD_TEXT)
+_HEADS = re.compile(rb"\n" + _HEAD_TEXT)
 """A line's head after the newline before it: a block of whole lines is read with one regex search."""
+_OK_HEADS = re.compile(rb'\n\{"index":\d+,"key":"([0-9a-f]{24})","status":"ok"[,}]')
+"""The keys of ok lines' heads alone: a block of ok lines goes into the table in one update."""
 _BLOCK = 1 << 18
 """Bytes a scan reads at a time."""
 
@@ -108,10 +110,10 @@ class ResultsFile:
         search, and line by line from the first that is not (a million lines in under a second,
         docs/benchmarks.md). The damaged tail is a partial last line (a run killed mid-write) or,
         after a power cut, lines of NUL bytes where the disk never got the data, even ending in a
-        newline. It is cut off only once
-        every complete line before it has been read as a result line (a file that is not a results
-        file is refused untouched), and only by the run holding the output's lock: a dry run, or any
-        reader, passes ``repair=False`` and leaves the file as it is.
+        newline. It is cut off only once every complete line before it has been read as a result
+        line (a file that is not a results file is refused untouched), and only by the run holding
+        the output's lock: a dry run, or any reader, passes ``repair=False`` and leaves the file as
+        it is.
         """
         finished = Finished()
         if not self.path.exists():

@@ -54,14 +54,10 @@ def _lines(path: Path) -> Iterator[str]:
             try:
                 yield (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _not_utf8(path, number, exc) from exc
-
-
-def _not_utf8(path: Path, number: int, exc: UnicodeDecodeError) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"{path}:{number} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file "
-        f"as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
-    )
+                raise InvalidRequestError(
+                    f"{path}:{number} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file "
+                    f"as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+                ) from exc
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -70,21 +66,16 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
     rows' reading time); any other line goes through ``json.loads``, for its errors.
     """
     decode = _decoder.raw_decode
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = (raw.removeprefix(BOM) if number == 1 else raw).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(path, number, exc) from exc
-            try:
-                row, end = decode(line)
-            except ValueError:
-                end = -1
-            if end < 0 or type(row) is not dict or line[end:] not in _LINE_ENDS:
-                if not line.strip():
-                    continue
-                row = _strict_row(path, number, line)
-            yield row
+    for number, line in enumerate(_lines(path), start=1):
+        try:
+            row, end = decode(line)
+        except ValueError:
+            end = -1
+        if end < 0 or type(row) is not dict or line[end:] not in _LINE_ENDS:
+            if not line.strip():
+                continue
+            row = _strict_row(path, number, line)
+        yield row
 
 
 def _strict_row(path: Path, number: int, line: str) -> dict[str, Any]:
