@@ -275,6 +275,16 @@ def refuse_images(messages: str | Iterable[Any], model_name: str) -> None:
         )
 
 
+def image_scoring_refusal(where: str) -> UnsupportedFeatureError:
+    """The error for scoring candidates after an image on ``where`` (a backend, a model): scoring
+    reads the language model's logprobs of text alone, so the image would be ignored.
+    """
+    return UnsupportedFeatureError(
+        f"scoring candidates after an image is not supported on {where}; use chat() with a "
+        f"response_format (e.g. llmclient.Choice) instead"
+    )
+
+
 def open_image(part: Mapping[str, Any]) -> PILImage:
     """Decode an image part into a loaded PIL image, for backends that run a vision model locally.
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from llmclient.backends.huggingface.generation import Generator, Job
 from llmclient.backends.huggingface.prompting import _SYSTEM_ROLES, Prompt, PromptBuilder
-from llmclient.errors import InvalidRequestError, ModelLoadError, UnsupportedFeatureError
-from llmclient.images import image_parts, open_image
+from llmclient.errors import InvalidRequestError, ModelLoadError
+from llmclient.images import image_parts, image_scoring_refusal, open_image
 from llmclient.messages import Message
 from llmclient.tools.templates import tool_history
 
@@ -93,10 +93,7 @@ def check_processor(config: Any, processor: Any, name: str) -> None:
 def refuse_image_scoring(prompt: Prompt, model_name: str) -> None:
     """Scoring runs the language model alone: a prompt with images cannot be scored, so it is refused."""
     if isinstance(prompt, VisionPrompt) and prompt.images:
-        raise UnsupportedFeatureError(
-            f"scoring candidates after an image is not supported on the local vision model "
-            f"{model_name!r}; use chat() with a response_format (e.g. llmclient.Choice) instead"
-        )
+        raise image_scoring_refusal(f"the local vision model {model_name!r}")
 
 
 class VisionPromptBuilder(PromptBuilder):

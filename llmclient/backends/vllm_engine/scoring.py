@@ -23,9 +23,8 @@ from llmclient.errors import (
     ContextWindowExceededError,
     LLMClientError,
     ProviderError,
-    UnsupportedFeatureError,
 )
-from llmclient.images import has_images
+from llmclient.images import has_images, image_scoring_refusal
 from llmclient.logprobs import RawScore
 
 if TYPE_CHECKING:
@@ -149,15 +148,9 @@ def score_all(
         if isinstance(item, LLMClientError):
             results.append(item)
             continue
-        if has_images(item.conversation):
-            results.append(
-                UnsupportedFeatureError(
-                    "scoring candidates after an image is not supported on the vllm-engine backend; use "
-                    "chat() with a response_format (e.g. llmclient.Choice) instead"
-                )
-            )
-            continue
         try:
+            if has_images(item.conversation):
+                raise image_scoring_refusal("the vllm-engine backend")
             text = engine.prompt_text(item.conversation, item.tools)
             results.append(ScoreRows.build(renderer, text, candidates, end, engine.window))
         except Exception as exc:
